@@ -1,0 +1,7 @@
+//! edgescope: evaluate optimized ONNX variants (pruned, quantized, early-exit) on a labelled dataset and
+//! explore their accuracy / latency trade-offs.
+//!
+//! Layers, each importing only those listed before it: [`analysis`] (pure), [`data`], [`model`],
+//! [`runtime`] (ONNX Runtime), [`session`] (saved files), [`report`] (tables), and the binaries on top.
+
+pub mod analysis;
