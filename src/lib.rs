@@ -5,3 +5,5 @@
 //! [`runtime`] (ONNX Runtime), [`session`] (saved files), [`report`] (tables), and the binaries on top.
 
 pub mod analysis;
+pub mod model;
+pub mod data;

@@ -1,0 +1,147 @@
+//! Readers for IDX, NPY and image folders. Each error names the file and what is wrong with it.
+
+use std::path::{Path, PathBuf};
+
+use super::{DataError, Images, invalid, read_maybe_gzip};
+
+/// Parses an IDX header: returns (element type code, dimensions, offset of the data).
+fn idx_header(path: &Path, bytes: &[u8]) -> Result<(u8, Vec<usize>, usize), DataError> {
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
+        return Err(invalid(path, "not an IDX file (bad magic number); is it the right file, fully downloaded?"));
+    }
+    let (code, rank) = (bytes[2], bytes[3] as usize);
+    let offset = 4 + 4 * rank;
+    if bytes.len() < offset {
+        return Err(invalid(path, "truncated IDX header"));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .collect();
+    if code != 0x08 {
+        return Err(invalid(path, format!("IDX element type 0x{code:02x} is not supported (only unsigned bytes, 0x08)")));
+    }
+    let expected: usize = dims.iter().product();
+    if bytes.len() - offset != expected {
+        return Err(invalid(
+            path,
+            format!("IDX header promises {expected} bytes of data but the file holds {}; it is truncated or corrupt", bytes.len() - offset),
+        ));
+    }
+    Ok((code, dims, offset))
+}
+
+/// Reads IDX images (`count x height x width` or `count x height x width x channels`).
+pub(super) fn read_idx_images(path: &Path) -> Result<(Images, usize), DataError> {
+    let bytes = read_maybe_gzip(path)?;
+    let (_, dims, offset) = idx_header(path, &bytes)?;
+    let (count, height, width, channels) = match dims.as_slice() {
+        [n, h, w] => (*n, *h, *w, 1),
+        [n, h, w, c] if *c == 1 || *c == 3 => (*n, *h, *w, *c),
+        _ => return Err(invalid(path, format!("IDX images need 3 or 4 dimensions (N, H, W[, C]), found {dims:?}"))),
+    };
+    let mut pixels = bytes;
+    pixels.drain(..offset);
+    Ok((Images::U8 { height: height as u32, width: width as u32, channels, pixels }, count))
+}
+
+/// Reads IDX labels (one dimension).
+pub(super) fn read_idx_labels(path: &Path) -> Result<Vec<u32>, DataError> {
+    let bytes = read_maybe_gzip(path)?;
+    let (_, dims, offset) = idx_header(path, &bytes)?;
+    if dims.len() != 1 {
+        return Err(invalid(path, format!("IDX labels need 1 dimension, found {dims:?}")));
+    }
+    Ok(bytes[offset..].iter().map(|&b| u32::from(b)).collect())
+}
+
+fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::Cursor<Vec<u8>>>, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    npyz::NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| invalid(path, format!("not a valid NPY file ({e})")))
+}
+
+fn npy_type(path: &Path, npy: &npyz::NpyFile<std::io::Cursor<Vec<u8>>>) -> Result<(npyz::TypeChar, u64), DataError> {
+    match npy.dtype() {
+        npyz::DType::Plain(ts) => Ok((ts.type_char(), ts.size_field())),
+        other => Err(invalid(path, format!("unsupported NPY dtype {}", other.descr()))),
+    }
+}
+
+/// Reads NPY images: uint8 or float32, shaped `N x H x W` or `N x H x W x C` (C = 1 or 3), C order.
+pub(super) fn read_npy_images(path: &Path) -> Result<(Images, usize), DataError> {
+    let npy = open_npy(path)?;
+    if npy.order() != npyz::Order::C {
+        return Err(invalid(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let (count, height, width, channels) = match shape.as_slice() {
+        [n, h, w] => (*n, *h, *w, 1),
+        [n, h, w, c] if *c == 1 || *c == 3 => (*n, *h, *w, *c),
+        _ => return Err(invalid(path, format!("NPY images need shape (N, H, W) or (N, H, W, C), found {shape:?}"))),
+    };
+    let (height, width) = (height as u32, width as u32);
+    let corrupt = |e: std::io::Error| invalid(path, format!("cannot read the array data ({e}); the file may be truncated"));
+    let images = match npy_type(path, &npy)? {
+        (npyz::TypeChar::Uint, 1) => Images::U8 { height, width, channels, pixels: npy.into_vec::<u8>().map_err(corrupt)? },
+        (npyz::TypeChar::Float, 4) => Images::F32 { height, width, channels, pixels: npy.into_vec::<f32>().map_err(corrupt)? },
+        (kind, size) => {
+            return Err(invalid(path, format!("images must be uint8 or float32, found {kind:?} of {size} bytes")));
+        }
+    };
+    Ok((images, count))
+}
+
+/// Reads NPY labels: any integer type, one dimension, non-negative.
+pub(super) fn read_npy_labels(path: &Path) -> Result<Vec<u32>, DataError> {
+    let npy = open_npy(path)?;
+    if npy.shape().len() != 1 {
+        return Err(invalid(path, format!("labels need one dimension, found shape {:?}", npy.shape())));
+    }
+    let corrupt = |e: std::io::Error| invalid(path, format!("cannot read the labels ({e}); the file may be truncated"));
+    let values: Vec<i64> = match npy_type(path, &npy)? {
+        (npyz::TypeChar::Int, 8) => npy.into_vec::<i64>().map_err(corrupt)?,
+        (npyz::TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Uint, 8) => npy.into_vec::<u64>().map_err(corrupt)?.into_iter().map(|v| v.min(i64::MAX as u64) as i64).collect(),
+        (npyz::TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (npyz::TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
+        (kind, size) => return Err(invalid(path, format!("labels must be integers, found {kind:?} of {size} bytes"))),
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| u32::try_from(v).map_err(|_| invalid(path, format!("label {v} of sample {i} is out of range"))))
+        .collect()
+}
+
+/// Scans an image folder: sorted sub-folders are the classes, their PNG/JPEG files (sorted) the samples.
+pub(super) fn scan_folder(root: &Path) -> Result<(Vec<PathBuf>, Vec<u32>, Vec<String>), DataError> {
+    let io = |source| DataError::Io { path: root.to_path_buf(), source };
+    let mut class_dirs: Vec<PathBuf> =
+        std::fs::read_dir(root).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    class_dirs.sort();
+    if class_dirs.is_empty() {
+        return Err(invalid(root, "an image-folder dataset needs one sub-folder per class"));
+    }
+    let mut paths = Vec::new();
+    let mut labels = Vec::new();
+    let mut classes = Vec::new();
+    for (label, dir) in class_dirs.iter().enumerate() {
+        classes.push(dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| DataError::Io { path: dir.clone(), source })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+            })
+            .collect();
+        files.sort();
+        labels.extend(std::iter::repeat_n(label as u32, files.len()));
+        paths.extend(files);
+    }
+    Ok((paths, labels, classes))
+}
