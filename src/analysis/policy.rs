@@ -74,6 +74,33 @@ impl Criterion {
         self.to_cut(self.measure(exit, sample, num_classes)) as f32
     }
 
+    /// The confidence score of a full probability distribution, rounded exactly as a trace stores it, so a
+    /// dynamic run takes the same decisions the trace predicts.
+    pub fn confidence_of_distribution(self, probs: &[f32]) -> f32 {
+        let entropy = || f64::from(super::trace::entropy_nats(probs) as f32);
+        let measure = match self {
+            Criterion::Entropy => entropy(),
+            Criterion::NormalizedEntropy => entropy() / (probs.len().max(2) as f64).ln(),
+            Criterion::MaxProbability | Criterion::Margin => {
+                let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+                for &p in probs {
+                    if p > first {
+                        second = first;
+                        first = p;
+                    } else if p > second {
+                        second = p;
+                    }
+                }
+                if self == Criterion::MaxProbability {
+                    f64::from(first)
+                } else {
+                    f64::from(first - second.max(0.0))
+                }
+            }
+        };
+        self.to_cut(measure) as f32
+    }
+
     /// Converts a threshold in user units to a cut on the confidence score (and back: it is an involution).
     pub fn to_cut(self, threshold: f64) -> f64 {
         if self.exits_below() { -threshold } else { threshold }

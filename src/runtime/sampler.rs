@@ -1,0 +1,165 @@
+//! The resource sampler: CPU % over all cores, process RSS and GPU load (where readable), at a fixed rate on
+//! its own thread. It measures its own cost so the overhead it adds to a run is known, and can be switched off.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// One reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    /// Seconds since the sampler started.
+    pub t_s: f32,
+    /// CPU load averaged over all logical cores, percent.
+    pub cpu_percent: f32,
+    /// Resident set size of this process, bytes.
+    pub rss_bytes: u64,
+    /// GPU load percent, where the platform exposes it.
+    pub gpu_percent: Option<f32>,
+}
+
+/// The readings of one run plus what sampling cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceTimeline {
+    /// Interval between readings, milliseconds.
+    pub interval_ms: u64,
+    /// The readings.
+    pub samples: Vec<ResourceSample>,
+    /// Time the sampler thread spent reading, microseconds.
+    pub sampler_busy_us: u64,
+    /// `sampler_busy_us` as a share of one core over the run, percent.
+    pub sampler_overhead_percent: f64,
+}
+
+impl ResourceTimeline {
+    /// Mean CPU percent over the readings.
+    pub fn mean_cpu_percent(&self) -> Option<f64> {
+        mean(self.samples.iter().map(|s| f64::from(s.cpu_percent)))
+    }
+
+    /// Mean RSS in bytes over the readings.
+    pub fn mean_rss_bytes(&self) -> Option<f64> {
+        mean(self.samples.iter().map(|s| s.rss_bytes as f64))
+    }
+
+    /// Peak RSS in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.samples.iter().map(|s| s.rss_bytes).max()
+    }
+
+    /// Mean GPU percent over the readings that have one.
+    pub fn mean_gpu_percent(&self) -> Option<f64> {
+        mean(self.samples.iter().filter_map(|s| s.gpu_percent.map(f64::from)))
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, count) = values.fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+    (count > 0).then(|| sum / count as f64)
+}
+
+/// GPU load files: Jetson (per-mille).
+const GPU_LOAD_PATHS: [&str; 2] = ["/sys/devices/gpu.0/load", "/sys/devices/platform/gpu.0/load"];
+
+/// Reads the GPU load in percent from a Jetson-style sysfs file under `root` (per-mille values).
+pub fn read_gpu_percent(root: &std::path::Path) -> Option<f32> {
+    GPU_LOAD_PATHS.iter().find_map(|p| {
+        let text = std::fs::read_to_string(root.join(p.trim_start_matches('/'))).ok()?;
+        text.trim().parse::<f32>().ok().map(|per_mille| per_mille / 10.0)
+    })
+}
+
+/// A running sampler; [`ResourceSampler::stop`] returns the timeline.
+pub struct ResourceSampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<ResourceTimeline>>,
+}
+
+impl ResourceSampler {
+    /// Starts sampling every `interval` on a thread named `edgescope-sampler`.
+    pub fn start(interval: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("edgescope-sampler".into())
+            .spawn(move || sample_until(&flag, interval))?;
+        Ok(Self { stop, handle: Some(handle) })
+    }
+
+    /// Stops the thread and returns what it read.
+    pub fn stop(mut self) -> ResourceTimeline {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for ResourceSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+    let started = Instant::now();
+    let mut timeline = ResourceTimeline { interval_ms: interval.as_millis() as u64, ..Default::default() };
+    let (Ok(mut system), Ok(pid)) = (sysinfo::System::new(), sysinfo::get_current_pid()) else {
+        return timeline;
+    };
+    let root = std::path::Path::new("/");
+    system.refresh_cpu_usage();
+    let mut busy = Duration::ZERO;
+    let mut next = started + interval;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            // Sleep in short steps so stopping is prompt.
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            continue;
+        }
+        next += interval;
+        let read_start = Instant::now();
+        system.refresh_cpu_usage();
+        system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, ProcessRefreshKind::nothing().with_memory());
+        let rss_bytes = system.process(pid).map_or(0, |p| p.memory());
+        timeline.samples.push(ResourceSample {
+            t_s: started.elapsed().as_secs_f32(),
+            cpu_percent: system.global_cpu_usage(),
+            rss_bytes,
+            gpu_percent: read_gpu_percent(root),
+        });
+        busy += read_start.elapsed();
+    }
+    timeline.sampler_busy_us = busy.as_micros() as u64;
+    let wall = started.elapsed().as_secs_f64();
+    timeline.sampler_overhead_percent = if wall > 0.0 { busy.as_secs_f64() / wall * 100.0 } else { 0.0 };
+    timeline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_jetson_gpu_load_from_a_fake_sysfs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("sys/devices/gpu.0/load");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, "734\n").expect("write");
+        assert_eq!(read_gpu_percent(dir.path()), Some(73.4));
+        assert_eq!(read_gpu_percent(&dir.path().join("nothing")), None);
+    }
+
+    #[test]
+    fn sampler_records_rss_and_its_own_cost() {
+        let sampler = ResourceSampler::start(Duration::from_millis(10)).expect("spawn");
+        std::thread::sleep(Duration::from_millis(120));
+        let timeline = sampler.stop();
+        assert!(timeline.samples.len() >= 3, "{} samples", timeline.samples.len());
+        assert!(timeline.samples.iter().all(|s| s.rss_bytes > 0));
+        assert!(timeline.sampler_busy_us > 0);
+    }
+}
