@@ -8,3 +8,6 @@ pub mod analysis;
 pub mod model;
 pub mod data;
 pub mod runtime;
+pub mod session;
+pub mod report;
+pub mod cli;

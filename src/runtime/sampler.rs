@@ -113,14 +113,7 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
     system.refresh_cpu_usage();
     let mut busy = Duration::ZERO;
     let mut next = started + interval;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now < next {
-            // Sleep in short steps so stopping is prompt.
-            std::thread::sleep((next - now).min(Duration::from_millis(20)));
-            continue;
-        }
-        next += interval;
+    let mut read = |timeline: &mut ResourceTimeline, system: &mut sysinfo::System| {
         let read_start = Instant::now();
         system.refresh_cpu_usage();
         system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, ProcessRefreshKind::nothing().with_memory());
@@ -132,6 +125,21 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
             gpu_percent: read_gpu_percent(root),
         });
         busy += read_start.elapsed();
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now < next {
+            // Sleep in short steps so stopping is prompt.
+            std::thread::sleep((next - now).min(Duration::from_millis(20)));
+            continue;
+        }
+        next += interval;
+        read(&mut timeline, &mut system);
+    }
+    // A run shorter than one interval still gets one reading, covering the whole run.
+    let last_t_s = timeline.samples.last().map_or(0.0, |s| s.t_s);
+    if timeline.samples.is_empty() || started.elapsed().as_secs_f32() - last_t_s >= interval.as_secs_f32() / 2.0 {
+        read(&mut timeline, &mut system);
     }
     timeline.sampler_busy_us = busy.as_micros() as u64;
     let wall = started.elapsed().as_secs_f64();

@@ -1,0 +1,382 @@
+//! The study's tables from a session: Table 2 (fidelity and compression), Tables 3-6 (performance on a
+//! device) and Table 7 (quantization x early exit), every early-exit variant at its chosen, acc-opt and inf-opt
+//! points. Rendered as text, CSV, Markdown or JSON; the app shows the same rows.
+
+use serde::Serialize;
+
+use crate::analysis::outcome::{Outcome, PreparedTrace, compression_ratio};
+use crate::analysis::policy::{Criterion, Policy};
+use crate::analysis::sweep::{Sweep, ThresholdGrid};
+use crate::runtime::TraceRun;
+use crate::session::Session;
+
+/// How operating points are chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportOptions {
+    /// Criterion of the sweeps.
+    pub criterion: Criterion,
+    /// Accuracy budget of inf-opt, percentage points below the base.
+    pub budget_pp: f64,
+    /// Thresholds per sweep.
+    pub sweep_points: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self { criterion: Criterion::Entropy, budget_pp: crate::analysis::DEFAULT_BUDGET_PP, sweep_points: 1000 }
+    }
+}
+
+/// Which point of an early-exit variant a row shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointKind {
+    /// A static variant (no early exit).
+    Static,
+    /// The policy saved in the session.
+    Chosen,
+    /// Highest accuracy.
+    AccOpt,
+    /// Fastest within the accuracy budget.
+    InfOpt,
+}
+
+impl PointKind {
+    /// Label as in the study.
+    pub fn label(self) -> &'static str {
+        match self {
+            PointKind::Static => "",
+            PointKind::Chosen => "chosen",
+            PointKind::AccOpt => "acc-opt",
+            PointKind::InfOpt => "inf-opt",
+        }
+    }
+}
+
+/// One variant at one operating point on one device.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Device host and provider.
+    pub device: String,
+    /// Variant name.
+    pub variant: String,
+    /// Technique tags.
+    pub tags: Vec<String>,
+    /// Which point.
+    pub point: PointKind,
+    /// The policy, for early-exit rows.
+    pub policy: Option<Policy>,
+    /// Size on disk, bytes.
+    pub size_bytes: u64,
+    /// Base size / size.
+    pub compression: Option<f64>,
+    /// What the policy yields.
+    pub outcome: Outcome,
+    /// Mean CPU % of the run.
+    pub cpu_percent: Option<f64>,
+    /// Mean GPU % of the run.
+    pub gpu_percent: Option<f64>,
+    /// Mean RSS of the run, bytes.
+    pub rss_bytes: Option<f64>,
+    /// False when the run was cut short.
+    pub complete: bool,
+}
+
+/// A rendered-ready table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Table {
+    /// Short id (`table2`, ...).
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Column headers.
+    pub columns: Vec<String>,
+    /// Cells.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned plain text.
+    Text,
+    /// Comma-separated values.
+    Csv,
+    /// Markdown tables.
+    Markdown,
+    /// JSON (tables and rows).
+    Json,
+}
+
+impl Format {
+    /// Parses `text|csv|md|json`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(Format::Text),
+            "csv" => Some(Format::Csv),
+            "md" | "markdown" => Some(Format::Markdown),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// The base run for `run` (same dataset, device and provider), if the session has one.
+pub fn base_run<'a>(session: &'a Session, run: &TraceRun) -> Option<&'a TraceRun> {
+    let base = session.base_of(&run.info.variant)?;
+    session.matching_run(&base, &run.info)
+}
+
+/// Prepares a run against its base under `criterion`.
+pub fn prepare(session: &Session, run: &TraceRun, criterion: Criterion) -> PreparedTrace {
+    PreparedTrace::new(&run.trace, base_run(session, run).map(|b| &b.trace), criterion)
+}
+
+/// The sweep of an early-exit run.
+pub fn sweep_run(session: &Session, run: &TraceRun, options: &ReportOptions) -> (PreparedTrace, Sweep) {
+    let prepared = prepare(session, run, options.criterion);
+    let sweep = prepared.sweep(&ThresholdGrid::Quantiles(options.sweep_points), options.budget_pp);
+    (prepared, sweep)
+}
+
+/// Every row: static variants once, early-exit variants at their chosen, acc-opt and inf-opt points.
+pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for run in &session.runs {
+        let Some(entry) = session.variant(&run.info.variant) else { continue };
+        let base_size = session.base_of(&entry.name).and_then(|b| session.variant(&b)).map(|b| b.size_bytes);
+        let resources = run.info.resources.as_ref();
+        let make_row = |point: PointKind, policy: Option<Policy>, outcome: Outcome| Row {
+            device: format!("{} ({})", run.info.device.host, run.info.provider.trim_end_matches("ExecutionProvider")),
+            variant: entry.name.clone(),
+            tags: entry.tags.clone(),
+            point,
+            policy,
+            size_bytes: entry.size_bytes,
+            compression: base_size.and_then(|b| compression_ratio(b, entry.size_bytes)),
+            outcome,
+            cpu_percent: resources.and_then(|r| r.mean_cpu_percent()),
+            gpu_percent: resources.and_then(|r| r.mean_gpu_percent()),
+            rss_bytes: resources.and_then(|r| r.mean_rss_bytes()),
+            complete: run.info.complete,
+        };
+        if run.trace.early_exit_count() == 0 {
+            let prepared = prepare(session, run, options.criterion);
+            let policy = Policy::never_exit(options.criterion, 0);
+            rows.push(make_row(PointKind::Static, None, prepared.evaluate(&policy)));
+            continue;
+        }
+        let (prepared, sweep) = sweep_run(session, run, options);
+        if let Some(chosen) = session.policies.get(&entry.name).filter(|p| p.criterion == options.criterion) {
+            rows.push(make_row(PointKind::Chosen, Some(chosen.clone()), prepared.evaluate(chosen)));
+        }
+        for (kind, index) in [(PointKind::AccOpt, sweep.acc_opt), (PointKind::InfOpt, sweep.inf_opt)] {
+            if let Some(point) = index.map(|i| &sweep.points[i]) {
+                let policy = prepared.policy_at(point);
+                rows.push(make_row(kind, Some(policy.clone()), prepared.evaluate(&policy)));
+            }
+        }
+    }
+    rows
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.2}", v * 100.0))
+}
+
+fn ms(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".into(), |v| format!("{:.3}", v / 1000.0))
+}
+
+fn model_label(row: &Row) -> String {
+    let mut label = row.variant.clone();
+    if row.point != PointKind::Static {
+        let threshold = row.policy.as_ref().map(|p| {
+            let values: Vec<String> = p.thresholds.iter().map(|t| format!("{t:.4}")).collect();
+            values.join("/")
+        });
+        label = format!("{label} ({}, T = {})", row.point.label(), threshold.unwrap_or_default());
+    }
+    if !row.complete {
+        label.push_str(" [incomplete]");
+    }
+    label
+}
+
+/// Builds the study's tables from rows.
+pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
+    let criterion = options.criterion.name();
+    let table2 = Table {
+        id: "table2".into(),
+        title: format!("Table 2 - fidelity and compression (criterion: {criterion})"),
+        columns: ["Device", "Model", "Size (MB)", "Compression", "Accuracy (%)", "Top-5 (%)", "Label loyalty (%)", "Prob. loyalty (%)", "Early-exit rate (%)"]
+            .map(String::from)
+            .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.device.clone(),
+                    model_label(r),
+                    format!("{:.2}", r.size_bytes as f64 / 1e6),
+                    r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
+                    percent(Some(r.outcome.accuracy)),
+                    percent(r.outcome.top5_accuracy),
+                    percent(r.outcome.label_loyalty),
+                    percent(r.outcome.probability_loyalty),
+                    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) },
+                ]
+            })
+            .collect(),
+    };
+    let performance = Table {
+        id: "table3-6".into(),
+        title: "Tables 3-6 - performance on the device (latency predicted from the trace; total includes preprocessing)".into(),
+        columns: [
+            "Device", "Model", "Total inf. time (s)", "Speed-up", "Avg inf. time (ms)", "p50 (ms)", "p90 (ms)", "p99 (ms)",
+            "Early-exit / final-exit avg (ms)", "CPU avg (%)", "GPU avg (%)", "RAM avg (MB)",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: rows
+            .iter()
+            .map(|r| {
+                let o = &r.outcome;
+                let early_final = if r.point == PointKind::Static {
+                    "-".into()
+                } else {
+                    format!("{}/{}", ms(o.early_exit_mean_latency_us), ms(o.final_exit_mean_latency_us))
+                };
+                vec![
+                    r.device.clone(),
+                    model_label(r),
+                    format!("{:.3}", o.total_time_s),
+                    o.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
+                    ms(Some(o.latency.mean_us)),
+                    ms(Some(o.latency.p50_us)),
+                    ms(Some(o.latency.p90_us)),
+                    ms(Some(o.latency.p99_us)),
+                    early_final,
+                    r.cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.1}")),
+                    r.gpu_percent.map_or_else(|| "-".into(), |g| format!("{g:.1}")),
+                    r.rss_bytes.map_or_else(|| "-".into(), |b| format!("{:.1}", b / 1e6)),
+                ]
+            })
+            .collect(),
+    };
+    let quantized_or_ee = |r: &&Row| ["base", "ptq", "dq", "ee"].iter().any(|t| r.tags.iter().any(|x| x == t));
+    let table7 = Table {
+        id: "table7".into(),
+        title: "Table 7 - early exit and quantization combined".into(),
+        columns: ["Device", "Model", "Size (MB)", "Compression", "Accuracy (%)", "Total inf. time (s)", "Speed-up", "Early-exit rate (%)"]
+            .map(String::from)
+            .to_vec(),
+        rows: rows
+            .iter()
+            .filter(quantized_or_ee)
+            .map(|r| {
+                vec![
+                    r.device.clone(),
+                    model_label(r),
+                    format!("{:.2}", r.size_bytes as f64 / 1e6),
+                    r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
+                    percent(Some(r.outcome.accuracy)),
+                    format!("{:.3}", r.outcome.total_time_s),
+                    r.outcome.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
+                    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) },
+                ]
+            })
+            .collect(),
+    };
+    vec![table2, performance, table7]
+}
+
+/// Renders tables (and, for JSON, the rows behind them).
+pub fn render(tables: &[Table], rows: &[Row], format: Format) -> String {
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Report<'a> {
+                tables: &'a [Table],
+                rows: &'a [Row],
+            }
+            serde_json::to_string_pretty(&Report { tables, rows }).unwrap_or_default()
+        }
+        Format::Csv => tables.iter().map(|t| format!("# {}\n{}", t.title, to_csv(t))).collect::<Vec<_>>().join("\n"),
+        Format::Markdown => tables.iter().map(to_markdown).collect::<Vec<_>>().join("\n"),
+        Format::Text => tables.iter().map(to_text).collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// One CSV line, quoting fields that need it.
+pub fn csv_line(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| if f.contains([',', '"', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A table as CSV.
+pub fn to_csv(table: &Table) -> String {
+    let mut out = csv_line(&table.columns) + "\n";
+    for row in &table.rows {
+        out += &(csv_line(row) + "\n");
+    }
+    out
+}
+
+/// A table as Markdown.
+pub fn to_markdown(table: &Table) -> String {
+    let escape = |s: &String| s.replace('|', "\\|");
+    let mut out = format!("### {}\n\n| {} |\n|{}|\n", table.title, table.columns.iter().map(escape).collect::<Vec<_>>().join(" | "), vec!["---"; table.columns.len()].join("|"));
+    for row in &table.rows {
+        out += &format!("| {} |\n", row.iter().map(escape).collect::<Vec<_>>().join(" | "));
+    }
+    out
+}
+
+/// A table as aligned text.
+pub fn to_text(table: &Table) -> String {
+    let mut widths: Vec<usize> = table.columns.iter().map(|c| c.chars().count()).collect();
+    for row in &table.rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    let mut out = format!("{}\n{}\n", table.title, line(&table.columns));
+    out += &(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ") + "\n");
+    for row in &table.rows {
+        out += &(line(row) + "\n");
+    }
+    out
+}
+
+/// A sweep as CSV: one line per threshold, with Pareto, acc-opt and inf-opt flags.
+pub fn sweep_csv(sweep: &Sweep, criterion: Criterion) -> String {
+    let exits = sweep.points.first().map_or(0, |p| p.exit_rates.len());
+    let mut header: Vec<String> = vec![format!("threshold_{}", criterion.name().replace('-', "_"))];
+    header.extend(["accuracy", "label_loyalty", "probability_loyalty", "early_exit_rate", "mean_latency_us"].map(String::from));
+    header.extend((0..exits).map(|e| if e + 1 == exits { "exit_rate_final".to_string() } else { format!("exit_rate_{}", e + 1) }));
+    header.extend(["pareto", "acc_opt", "inf_opt"].map(String::from));
+    let mut out = csv_line(&header) + "\n";
+    for (index, p) in sweep.points.iter().enumerate() {
+        let mut fields = vec![
+            format!("{}", p.threshold),
+            format!("{:.6}", p.accuracy),
+            format!("{:.6}", p.label_loyalty),
+            format!("{:.6}", p.probability_loyalty),
+            format!("{:.6}", p.early_exit_rate),
+            format!("{:.3}", p.mean_latency_us),
+        ];
+        fields.extend(p.exit_rates.iter().map(|r| format!("{r:.6}")));
+        fields.push(u8::from(sweep.pareto.contains(&index)).to_string());
+        fields.push(u8::from(sweep.acc_opt == Some(index)).to_string());
+        fields.push(u8::from(sweep.inf_opt == Some(index)).to_string());
+        out += &(csv_line(&fields) + "\n");
+    }
+    out
+}

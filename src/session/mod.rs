@@ -1,0 +1,451 @@
+//! The session file: what a user saves — datasets, variants, runs per device with their traces, the chosen
+//! policies and view settings. Versioned JSON with large arrays stored as compact columns; written atomically.
+//!
+//! Version history: 1 — first version.
+
+mod columns;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use columns::Column;
+
+use crate::analysis::policy::Policy;
+use crate::analysis::trace::{ExitTrace, Trace};
+use crate::data::Dataset;
+use crate::model::Variant;
+use crate::runtime::{DynamicRun, RunInfo, TraceRun};
+
+/// Format name at the top of every session file.
+pub const SESSION_FORMAT: &str = "edgescope-session";
+/// Newest session version this build reads and writes.
+pub const SESSION_VERSION: u32 = 1;
+
+/// Why a session could not be read or written. Each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The file could not be read or written.
+    #[error("cannot access session {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid session.
+    #[error("{} is not a valid edgescope session: {reason}; it may be damaged — open an older copy or re-run `edgescope eval`", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Written by a newer edgescope.
+    #[error("{} is session version {found}, newer than this edgescope reads (up to {supported}); update edgescope to open it", path.display())]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// Newest readable version.
+        supported: u32,
+    },
+}
+
+/// A dataset as the session remembers it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatasetEntry {
+    /// Name.
+    pub name: String,
+    /// Spec, file or folder it opens from (absolute in memory, relative to the session on disk).
+    pub path: PathBuf,
+    /// Sample count.
+    pub samples: usize,
+    /// Class names.
+    pub classes: Vec<String>,
+}
+
+impl DatasetEntry {
+    /// Describes an opened dataset.
+    pub fn of(dataset: &Dataset) -> Self {
+        Self {
+            name: dataset.name.clone(),
+            path: dataset.source.clone(),
+            samples: dataset.len(),
+            classes: dataset.classes.clone(),
+        }
+    }
+}
+
+/// A variant as the session remembers it: enough for reports without re-reading the ONNX files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VariantEntry {
+    /// Name.
+    pub name: String,
+    /// Manifest or ONNX file (absolute in memory, relative to the session on disk).
+    pub path: PathBuf,
+    /// Technique tags.
+    pub tags: Vec<String>,
+    /// Base variant name.
+    pub base: Option<String>,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Weight values.
+    pub parameter_count: u64,
+    /// Segments.
+    pub segments: usize,
+    /// Early exits.
+    pub early_exits: usize,
+    /// Classes.
+    pub num_classes: usize,
+    /// Operator counts.
+    pub op_histogram: BTreeMap<String, usize>,
+}
+
+impl VariantEntry {
+    /// Describes an opened variant.
+    pub fn of(variant: &Variant) -> Self {
+        Self {
+            name: variant.name.clone(),
+            path: variant.source.clone(),
+            tags: variant.tags.clone(),
+            base: variant.base.clone(),
+            size_bytes: variant.size_bytes(),
+            parameter_count: variant.parameter_count(),
+            segments: variant.segments.len(),
+            early_exits: variant.early_exit_count(),
+            num_classes: variant.num_classes,
+            op_histogram: variant.op_histogram(),
+        }
+    }
+
+    /// True when the variant carries the tag.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// Everything a user saves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Session {
+    /// Datasets.
+    pub datasets: Vec<DatasetEntry>,
+    /// Variants.
+    pub variants: Vec<VariantEntry>,
+    /// Trace runs (one per variant, dataset and device).
+    pub runs: Vec<TraceRun>,
+    /// Dynamic runs made to verify predictions.
+    pub verifications: Vec<DynamicRun>,
+    /// The policy chosen per variant name.
+    pub policies: BTreeMap<String, Policy>,
+    /// Name of the variant loyalty and speed-up are measured against when a variant names none.
+    pub base: Option<String>,
+    /// View settings of the app, kept opaque here.
+    pub view: serde_json::Value,
+}
+
+impl Session {
+    /// The variant called `name`.
+    pub fn variant(&self, name: &str) -> Option<&VariantEntry> {
+        self.variants.iter().find(|v| v.name == name)
+    }
+
+    /// Adds or replaces a variant entry (by name).
+    pub fn upsert_variant(&mut self, entry: VariantEntry) {
+        match self.variants.iter_mut().find(|v| v.name == entry.name) {
+            Some(existing) => *existing = entry,
+            None => self.variants.push(entry),
+        }
+    }
+
+    /// Adds or replaces a dataset entry (by name).
+    pub fn upsert_dataset(&mut self, entry: DatasetEntry) {
+        match self.datasets.iter_mut().find(|d| d.name == entry.name) {
+            Some(existing) => *existing = entry,
+            None => self.datasets.push(entry),
+        }
+    }
+
+    /// Adds a run, replacing an earlier run of the same variant, dataset, device and provider.
+    pub fn upsert_run(&mut self, run: TraceRun) {
+        let same = |r: &TraceRun| {
+            r.info.variant == run.info.variant
+                && r.info.dataset == run.info.dataset
+                && r.info.device.host == run.info.device.host
+                && r.info.provider == run.info.provider
+        };
+        match self.runs.iter_mut().find(|r| same(r)) {
+            Some(existing) => *existing = run,
+            None => self.runs.push(run),
+        }
+    }
+
+    /// The base variant name for `variant`: its own `base`, else the session's, else a variant tagged `base`.
+    pub fn base_of(&self, variant: &str) -> Option<String> {
+        let entry = self.variant(variant)?;
+        entry
+            .base
+            .clone()
+            .or_else(|| self.base.clone())
+            .or_else(|| self.variants.iter().find(|v| v.has_tag("base")).map(|v| v.name.clone()))
+    }
+
+    /// The run of `variant` made on the same dataset, device and provider as `like`.
+    pub fn matching_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
+        self.runs.iter().find(|r| {
+            r.info.variant == variant
+                && r.info.dataset == like.dataset
+                && r.info.device.host == like.device.host
+                && r.info.provider == like.provider
+        })
+    }
+
+    /// Reads a session file; paths inside become absolute.
+    pub fn load(path: &Path) -> Result<Self, SessionError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SessionError::Io { path: path.to_path_buf(), source })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses session JSON read from `path` (used to resolve relative paths and in messages).
+    pub fn from_json(text: &str, path: &Path) -> Result<Self, SessionError> {
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let corrupt = |reason: String| SessionError::Corrupt { path: path.to_path_buf(), reason };
+        let header: Header = serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+        if header.format.as_deref() != Some(SESSION_FORMAT) {
+            return Err(corrupt(format!("it does not start with format \"{SESSION_FORMAT}\"")));
+        }
+        let version = header.version.ok_or_else(|| corrupt("it has no version".into()))?;
+        if version > SESSION_VERSION {
+            return Err(SessionError::NewerVersion { path: path.to_path_buf(), found: version, supported: SESSION_VERSION });
+        }
+        // Version 1 is the only one so far; older versions would be migrated here.
+        let file: SessionFileV1 = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let directory = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        file.into_session(&directory).map_err(corrupt)
+    }
+
+    /// Serializes to JSON with paths relative to `directory`.
+    pub fn to_json(&self, directory: &Path) -> String {
+        let file = SessionFileV1::from_session(self, directory);
+        // Serializing plain data structures to a String cannot fail.
+        serde_json::to_string_pretty(&file).unwrap_or_default()
+    }
+
+    /// Writes the session atomically: a temporary file beside the target, flushed, then renamed over it.
+    pub fn save(&self, path: &Path) -> Result<(), SessionError> {
+        let io = |source| SessionError::Io { path: path.to_path_buf(), source };
+        let directory = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&directory).map_err(io)?;
+        let absolute_directory = std::path::absolute(&directory).map_err(io)?;
+        let text = self.to_json(&absolute_directory);
+        let mut temporary = tempfile::NamedTempFile::new_in(&directory).map_err(io)?;
+        temporary.write_all(text.as_bytes()).map_err(io)?;
+        #[cfg(unix)]
+        {
+            // NamedTempFile is created private (0600); a session is an ordinary document.
+            use std::os::unix::fs::PermissionsExt;
+            temporary.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        }
+        temporary.as_file().sync_all().map_err(io)?;
+        temporary.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+}
+
+/// Version 1 of the file layout.
+#[derive(Serialize, Deserialize)]
+struct SessionFileV1 {
+    format: String,
+    version: u32,
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    datasets: Vec<DatasetEntry>,
+    #[serde(default)]
+    variants: Vec<VariantEntry>,
+    #[serde(default)]
+    runs: Vec<StoredTraceRun>,
+    #[serde(default)]
+    verifications: Vec<StoredDynamicRun>,
+    #[serde(default)]
+    policies: BTreeMap<String, Policy>,
+    #[serde(default)]
+    view: serde_json::Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredExit {
+    segment: usize,
+    top_k: usize,
+    top_classes: Column,
+    top_probs: Column,
+    entropy_nats: Column,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTrace {
+    num_classes: usize,
+    labels: Column,
+    preprocess_us: Column,
+    segment_latency_us: Vec<Column>,
+    exits: Vec<StoredExit>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTraceRun {
+    info: RunInfo,
+    trace: StoredTrace,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredDynamicRun {
+    info: RunInfo,
+    policy: Option<Policy>,
+    exit_taken: Column,
+    latency_us: Column,
+    preprocess_us: Column,
+    predicted: Column,
+    labels: Column,
+}
+
+impl StoredTrace {
+    fn of(trace: &Trace) -> Self {
+        Self {
+            num_classes: trace.num_classes,
+            labels: Column::encode(&trace.labels),
+            preprocess_us: Column::encode(&trace.preprocess_us),
+            segment_latency_us: trace.segment_latency_us.iter().map(|s| Column::encode(s)).collect(),
+            exits: trace
+                .exits
+                .iter()
+                .map(|e| StoredExit {
+                    segment: e.segment,
+                    top_k: e.top_k,
+                    top_classes: Column::encode(&e.top_classes),
+                    top_probs: Column::encode(&e.top_probs),
+                    entropy_nats: Column::encode(&e.entropy_nats),
+                })
+                .collect(),
+        }
+    }
+
+    fn decode(&self) -> Result<Trace, String> {
+        let trace = Trace {
+            num_classes: self.num_classes,
+            labels: self.labels.decode()?,
+            preprocess_us: self.preprocess_us.decode()?,
+            segment_latency_us: self.segment_latency_us.iter().map(Column::decode).collect::<Result<_, _>>()?,
+            exits: self
+                .exits
+                .iter()
+                .map(|e| {
+                    Ok(ExitTrace {
+                        segment: e.segment,
+                        top_k: e.top_k,
+                        top_classes: e.top_classes.decode()?,
+                        top_probs: e.top_probs.decode()?,
+                        entropy_nats: e.entropy_nats.decode()?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+        };
+        trace.validate()?;
+        Ok(trace)
+    }
+}
+
+fn relative(path: &Path, directory: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    pathdiff::diff_paths(&absolute, directory).unwrap_or(absolute)
+}
+
+fn resolve(path: &Path, directory: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { directory.join(path) }
+}
+
+impl SessionFileV1 {
+    fn from_session(session: &Session, directory: &Path) -> Self {
+        Self {
+            format: SESSION_FORMAT.into(),
+            version: SESSION_VERSION,
+            base: session.base.clone(),
+            datasets: session
+                .datasets
+                .iter()
+                .map(|d| DatasetEntry { path: relative(&d.path, directory), ..d.clone() })
+                .collect(),
+            variants: session
+                .variants
+                .iter()
+                .map(|v| VariantEntry { path: relative(&v.path, directory), ..v.clone() })
+                .collect(),
+            runs: session.runs.iter().map(|r| StoredTraceRun { info: r.info.clone(), trace: StoredTrace::of(&r.trace) }).collect(),
+            verifications: session
+                .verifications
+                .iter()
+                .map(|d| StoredDynamicRun {
+                    info: d.info.clone(),
+                    policy: d.policy.clone(),
+                    exit_taken: Column::encode(&d.exit_taken),
+                    latency_us: Column::encode(&d.latency_us),
+                    preprocess_us: Column::encode(&d.preprocess_us),
+                    predicted: Column::encode(&d.predicted),
+                    labels: Column::encode(&d.labels),
+                })
+                .collect(),
+            policies: session.policies.clone(),
+            view: session.view.clone(),
+        }
+    }
+
+    fn into_session(self, directory: &Path) -> Result<Session, String> {
+        let mut runs = Vec::with_capacity(self.runs.len());
+        for run in self.runs {
+            let trace = run.trace.decode().map_err(|e| format!("run of {}: {e}", run.info.variant))?;
+            runs.push(TraceRun { info: run.info, trace });
+        }
+        let mut verifications = Vec::with_capacity(self.verifications.len());
+        for run in self.verifications {
+            let name = run.info.variant.clone();
+            let context = |e: String| format!("verification of {name}: {e}");
+            let dynamic = DynamicRun {
+                policy: run.policy,
+                exit_taken: run.exit_taken.decode().map_err(context)?,
+                latency_us: run.latency_us.decode().map_err(context)?,
+                preprocess_us: run.preprocess_us.decode().map_err(context)?,
+                predicted: run.predicted.decode().map_err(context)?,
+                labels: run.labels.decode().map_err(context)?,
+                info: run.info,
+            };
+            let n = dynamic.labels.len();
+            if [dynamic.exit_taken.len(), dynamic.latency_us.len(), dynamic.preprocess_us.len(), dynamic.predicted.len()]
+                .iter()
+                .any(|&len| len != n)
+            {
+                return Err(context("its columns differ in length".into()));
+            }
+            verifications.push(dynamic);
+        }
+        Ok(Session {
+            datasets: self.datasets.into_iter().map(|d| DatasetEntry { path: resolve(&d.path, directory), ..d }).collect(),
+            variants: self.variants.into_iter().map(|v| VariantEntry { path: resolve(&v.path, directory), ..v }).collect(),
+            runs,
+            verifications,
+            policies: self.policies,
+            base: self.base,
+            view: self.view,
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! Helpers shared by the integration tests: fixture paths and running a job on a runner.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use edgescope::data::Dataset;
+use edgescope::model::Variant;
+use edgescope::runtime::{CancelToken, Job, RunMode, RunOutput, RunSettings, Runner, TraceRun};
+
+/// A file under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The expected results the fixture recipe measured with Python onnxruntime.
+pub fn expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("expected.json")).expect("tests/fixtures/expected.json");
+    serde_json::from_str(&text).expect("valid expected.json")
+}
+
+/// Integers of a JSON array.
+pub fn ints(value: &serde_json::Value) -> Vec<i64> {
+    value.as_array().expect("array").iter().map(|v| v.as_i64().expect("integer")).collect()
+}
+
+/// Quick settings: one thread, two warm-up runs, no sampler.
+pub fn quick_settings() -> RunSettings {
+    RunSettings { intra_threads: 1, warmup_runs: 2, sample_resources: false, ..RunSettings::default() }
+}
+
+/// A job for a fixture variant over a fixture dataset.
+pub fn job(variant: &str, dataset: &str, mode: RunMode) -> Job {
+    Job {
+        variant: Arc::new(Variant::open(&fixture(variant)).expect("fixture variant opens")),
+        dataset: Arc::new(Dataset::open(&fixture(dataset)).expect("fixture dataset opens")),
+        settings: quick_settings(),
+        mode,
+    }
+}
+
+/// Runs a trace job to completion.
+pub fn trace(runner: &mut dyn Runner, job: &Job) -> TraceRun {
+    match runner.run(job, &mut |_| {}, &CancelToken::new()).expect("run succeeds") {
+        RunOutput::Trace(run) => run,
+        RunOutput::Dynamic(_) => panic!("trace job returned a dynamic run"),
+    }
+}
