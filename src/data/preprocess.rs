@@ -148,6 +148,8 @@ impl Preprocess {
                     let source = ((top as usize + y) * w as usize + left as usize + x) * data_channels;
                     let value = match (data_channels, self.channels) {
                         (1, _) => data[source],
+                        // Gray stored as RGB converts back exactly; true colour uses the ITU-R BT.601 luma weights.
+                        (_, 1) if data[source] == data[source + 1] && data[source] == data[source + 2] => data[source],
                         (_, 1) => 0.299 * data[source] + 0.587 * data[source + 1] + 0.114 * data[source + 2],
                         (_, _) => data[source + c.min(data_channels - 1)],
                     };

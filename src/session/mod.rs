@@ -371,8 +371,24 @@ fn relative(path: &Path, directory: &Path) -> PathBuf {
     pathdiff::diff_paths(&absolute, directory).unwrap_or(absolute)
 }
 
+/// Joins a stored path to the session folder and removes `.` and `..` lexically (no symlink resolution), so a
+/// path that went out relative comes back as it was.
 fn resolve(path: &Path, directory: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { directory.join(path) }
+    use std::path::Component;
+    let joined = if path.is_absolute() { path.to_path_buf() } else { directory.join(path) };
+    let mut normal = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !normal.pop() {
+                    normal.push("..");
+                }
+            }
+            other => normal.push(other.as_os_str()),
+        }
+    }
+    normal
 }
 
 impl SessionFileV1 {

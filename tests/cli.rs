@@ -1,0 +1,81 @@
+//! The `edgescope` binary end to end: eval, report, sweep, verify, inspect, and a missing ONNX Runtime.
+
+mod common;
+
+use std::process::Command;
+
+use common::fixture;
+
+fn edgescope() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgescope"))
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("run edgescope");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command:?} failed: {stderr}");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+#[test]
+fn eval_report_sweep_verify() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let session = dir.path().join("s.json");
+    run_ok(edgescope().args(["eval", "--threads", "1", "--warmup", "1", "--limit", "120", "--dataset"]).arg(fixture("fmnist500")).arg("--variant").args(
+        ["tiny_base.toml", "tiny_ee.toml", "tiny_ptq.toml"].map(fixture),
+    ).arg("--out").arg(&session));
+
+    let text = run_ok(edgescope().arg("report").arg(&session));
+    for needle in ["Table 2", "Tables 3-6", "Table 7", "tiny/ee (acc-opt", "tiny/ee (inf-opt", "tiny/ptq"] {
+        assert!(text.contains(needle), "report lacks {needle}:\n{text}");
+    }
+    let csv = run_ok(edgescope().arg("report").arg(&session).args(["--format", "csv"]));
+    assert!(csv.contains("Device,Model,Size (MB)"));
+    let md = run_ok(edgescope().arg("report").arg(&session).args(["--format", "md"]));
+    assert!(md.contains("| Device | Model |"));
+    let json = run_ok(edgescope().arg("report").arg(&session).args(["--format", "json"]));
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("json report");
+    assert_eq!(parsed["tables"].as_array().map(Vec::len), Some(3));
+
+    let sweep = run_ok(edgescope().arg("sweep").arg(&session).args(["--variant", "tiny/ee", "--points", "20", "--criterion", "max-probability"]));
+    let mut lines = sweep.lines();
+    assert!(lines.next().is_some_and(|h| h.starts_with("threshold_max_probability,accuracy")));
+    assert!(lines.count() >= 10);
+
+    let verify = run_ok(edgescope().arg("verify").arg(&session).args(["--variant", "tiny/ee", "--threshold", "0.5", "--warmup", "1", "--save"]));
+    assert!(verify.contains("same exit as predicted: 120 of 120"), "{verify}");
+    let saved = edgescope::session::Session::load(&session).expect("session");
+    assert_eq!(saved.verifications.len(), 1);
+    assert!(saved.policies.contains_key("tiny/ee"));
+
+    let inspect = run_ok(edgescope().arg("inspect").arg(fixture("tiny_dq.onnx")));
+    assert!(inspect.contains("[dq]") && inspect.contains("DynamicQuantizeLinear"), "{inspect}");
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = edgescope()
+        .env("ORT_DYLIB_PATH", dir.path().join("libonnxruntime.so"))
+        .args(["eval", "--dataset"])
+        .arg(fixture("fmnist500"))
+        .arg("--variant")
+        .arg(fixture("tiny_base.toml"))
+        .arg("--out")
+        .arg(dir.path().join("s.json"))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("libonnxruntime") && stderr.contains("ORT_DYLIB_PATH"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!dir.path().join("s.json").exists(), "nothing is written when nothing ran");
+}
+
+#[test]
+fn bad_arguments_fail_without_a_panic() {
+    let output = edgescope().args(["report", "/nonexistent/session.json"]).output().expect("run");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/session.json"), "{stderr}");
+}

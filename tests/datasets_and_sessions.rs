@@ -1,0 +1,113 @@
+//! Dataset readers agree with each other, and sessions survive a save and a load.
+
+mod common;
+
+use common::{expected, fixture, job, trace};
+use edgescope::analysis::{ExitTrace, Trace};
+use edgescope::data::Dataset;
+use edgescope::runtime::{LocalRunner, RunInfo, RunMode, TraceRun};
+use edgescope::session::{Session, VariantEntry};
+
+#[test]
+fn idx_npy_and_image_folder_give_the_same_tensors() {
+    let idx = Dataset::open(&fixture("fmnist500/dataset.toml")).expect("idx");
+    let npy = Dataset::open(&fixture("fmnist500/dataset-npy.toml")).expect("npy");
+    let bare = Dataset::open(&fixture("fmnist500/images-idx3-ubyte.gz")).expect("bare idx file");
+    assert_eq!(idx.len(), 500);
+    assert_eq!(idx.labels, npy.labels);
+    assert_eq!(idx.labels, bare.labels);
+    assert_eq!(idx.input_shape(), [1, 1, 28, 28]);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for sample in 0..idx.len() {
+        idx.load_input(sample, &mut a).expect("idx sample");
+        npy.load_input(sample, &mut b).expect("npy sample");
+        assert_eq!(a, b, "sample {sample}");
+    }
+
+    let folder = Dataset::open(&fixture("folder")).expect("folder");
+    assert_eq!(folder.len(), 30);
+    assert_eq!(folder.classes.len(), 10);
+    let records = expected()["folder"].as_array().expect("folder records").clone();
+    let mut lossless = 0;
+    for (sample, record) in records.iter().enumerate() {
+        let test_index = record["test_index"].as_u64().expect("index") as usize;
+        assert_eq!(folder.labels[sample], idx.labels[test_index], "{record}");
+        if record["pixels_equal_test_image"].as_bool() == Some(true) {
+            folder.load_input(sample, &mut a).expect("folder sample");
+            idx.load_input(test_index, &mut b).expect("idx sample");
+            assert_eq!(a, b, "{} decodes to the test image", record["file"]);
+            lossless += 1;
+        }
+    }
+    assert!(lossless >= 20, "the gray and RGB PNGs are lossless copies");
+}
+
+#[test]
+fn sessions_round_trip_with_relative_paths() {
+    let mut runner = LocalRunner::new();
+    let mut quick = job("tiny_ee2.toml", "fmnist500", RunMode::Trace);
+    quick.settings.limit = Some(40);
+    let run = trace(&mut runner, &quick);
+    let mut session = Session::default();
+    session.upsert_variant(VariantEntry::of(&quick.variant));
+    session.upsert_run(run);
+    session.policies.insert(
+        "tiny/ee2".into(),
+        edgescope::analysis::Policy::uniform(edgescope::analysis::Criterion::Margin, 0.3, 2),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested").join("s.json");
+    session.save(&path).expect("save");
+    let loaded = Session::load(&path).expect("load");
+    assert_eq!(loaded.variants, session.variants);
+    assert_eq!(loaded.policies, session.policies);
+    assert_eq!(loaded.runs.len(), 1);
+    assert_eq!(loaded.runs[0].info, session.runs[0].info);
+    assert!(loaded.runs[0].trace == session.runs[0].trace, "trace survives the round trip bit for bit");
+    let text = std::fs::read_to_string(&path).expect("read");
+    let stored: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let stored_path = stored["variants"][0]["path"].as_str().expect("path");
+    assert!(stored_path.starts_with(".."), "paths are stored relative to the session: {stored_path}");
+}
+
+#[test]
+fn version_1_fixture_still_loads() {
+    let session = Session::load(&fixture("sessions/v1.json")).expect("v1 session loads");
+    assert!(!session.runs.is_empty());
+    for run in &session.runs {
+        run.trace.validate().expect("valid trace");
+        assert!(run.info.complete);
+    }
+    assert!(session.variants.iter().all(|v| v.path.exists()), "variant paths resolve next to the fixture");
+}
+
+#[test]
+fn large_traces_stay_compact_on_disk() {
+    // 2 000 samples x 1 000 classes x 4 exits of pseudo-random distributions, the worst case for compression.
+    let (samples, classes) = (2_000, 1_000);
+    let mut trace = Trace::new(classes, 4, &[0, 1, 2, 3]);
+    let mut state = 12345u64;
+    let mut probs = vec![0f32; classes];
+    for s in 0..samples {
+        trace.labels.push((s % classes) as u32);
+        trace.preprocess_us.push(10.0);
+        for exit in 0..4 {
+            for p in probs.iter_mut() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *p = (state >> 40) as f32;
+            }
+            let sum: f32 = probs.iter().sum();
+            probs.iter_mut().for_each(|p| *p /= sum);
+            trace.exits[exit].push_distribution(&probs);
+            trace.segment_latency_us[exit].push(100.0 + exit as f32);
+        }
+    }
+    trace.validate().expect("valid");
+    let mut session = Session::default();
+    session.runs.push(TraceRun { info: RunInfo { variant: "big".into(), complete: true, ..RunInfo::default() }, trace });
+    let bytes = session.to_json(std::path::Path::new("/")).len();
+    let per_sample_exit = bytes as f64 / (samples * 4) as f64;
+    // 50 000 samples x 4 exits at this rate stays far below 1 GB.
+    assert!(per_sample_exit < 160.0, "{per_sample_exit:.1} bytes per sample and exit");
+    let _: &ExitTrace = &session.runs[0].trace.exits[0];
+}
