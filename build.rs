@@ -57,9 +57,7 @@ fn obtain_library() -> Result<Option<PathBuf>, String> {
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     if target_os != "linux" {
-        return Err(format!(
-            "automatic download is implemented for Linux targets only (target os: {target_os})"
-        ));
+        return Err(format!("automatic download is implemented for Linux targets only (target os: {target_os})"));
     }
     let platform = match target_arch.as_str() {
         "x86_64" => "manylinux_2_28_x86_64",
@@ -164,10 +162,8 @@ fn profile_dir() -> Option<PathBuf> {
 fn copy_beside_binaries(library: &Path, profile_dir: &Path) {
     let Some(name) = library.file_name() else { return };
     let destination = profile_dir.join(name);
-    let up_to_date = fs::metadata(&destination)
-        .ok()
-        .zip(fs::metadata(library).ok())
-        .is_some_and(|(d, l)| d.len() == l.len());
+    let up_to_date =
+        fs::metadata(&destination).ok().zip(fs::metadata(library).ok()).is_some_and(|(d, l)| d.len() == l.len());
     if !up_to_date {
         let partial = profile_dir.join(format!(".{}.partial", name.to_string_lossy()));
         if fs::copy(library, &partial).is_ok() {

@@ -5,9 +5,9 @@
 //! [`runtime`] (ONNX Runtime), [`session`] (saved files), [`report`] (tables), and the binaries on top.
 
 pub mod analysis;
-pub mod model;
+pub mod cli;
 pub mod data;
+pub mod model;
+pub mod report;
 pub mod runtime;
 pub mod session;
-pub mod report;
-pub mod cli;

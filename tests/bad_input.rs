@@ -43,16 +43,19 @@ fn manifests_naming_missing_files_or_outputs_are_refused() {
         path
     };
     let header = "format = \"edgescope-variant\"\nversion = 1\nname = \"x\"\n";
-    let missing_file = write(
-        "missing.toml",
-        &format!("{header}[[segments]]\nfile = \"nope.onnx\"\nexit = \"logits\"\n"),
-    );
+    let missing_file =
+        write("missing.toml", &format!("{header}[[segments]]\nfile = \"nope.onnx\"\nexit = \"logits\"\n"));
     let error = message(Variant::open(&missing_file).expect_err("missing segment"));
-    assert!(error.contains("missing.toml") && error.contains("nope.onnx") && error.contains("does not exist"), "{error}");
+    assert!(
+        error.contains("missing.toml") && error.contains("nope.onnx") && error.contains("does not exist"),
+        "{error}"
+    );
 
     let missing_output = write(
         "output.toml",
-        &format!("{header}[[segments]]\nfile = \"tiny_ee_seg1.onnx\"\nexit = \"exit_logits\"\ncarry = \"feature\"\n[[segments]]\nfile = \"tiny_ee_seg2.onnx\"\nexit = \"logits\"\n"),
+        &format!(
+            "{header}[[segments]]\nfile = \"tiny_ee_seg1.onnx\"\nexit = \"exit_logits\"\ncarry = \"feature\"\n[[segments]]\nfile = \"tiny_ee_seg2.onnx\"\nexit = \"logits\"\n"
+        ),
     );
     let error = message(Variant::open(&missing_output).expect_err("missing output"));
     assert!(error.contains("no output named \"feature\"") && error.contains("features"), "{error}");
@@ -151,10 +154,14 @@ fn sessions_newer_or_corrupt_are_refused_and_saves_are_atomic() {
     let newer = dir.path().join("newer.json");
     std::fs::write(&newer, r#"{"format": "edgescope-session", "version": 99}"#).expect("write");
     let error = message(Session::load(&newer).expect_err("newer"));
-    assert!(error.contains("newer.json") && error.contains("version 99") && error.contains("update edgescope"), "{error}");
+    assert!(
+        error.contains("newer.json") && error.contains("version 99") && error.contains("update edgescope"),
+        "{error}"
+    );
 
     let corrupt = dir.path().join("corrupt.json");
-    std::fs::write(&corrupt, r#"{"format": "edgescope-session", "version": 1, "runs": [{"info": {}, "trace": 5}]}"#).expect("write");
+    std::fs::write(&corrupt, r#"{"format": "edgescope-session", "version": 1, "runs": [{"info": {}, "trace": 5}]}"#)
+        .expect("write");
     assert!(message(Session::load(&corrupt).expect_err("corrupt")).contains("corrupt.json"));
 
     // A save that cannot complete leaves the previous file untouched.
@@ -165,7 +172,11 @@ fn sessions_newer_or_corrupt_are_refused_and_saves_are_atomic() {
     std::fs::write(dir.path().join("blocked"), b"a file where a folder should be").expect("write");
     assert!(Session::default().save(&blocked).is_err());
     assert_eq!(std::fs::read(&target).expect("read"), before);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("list").filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty());
 }
 

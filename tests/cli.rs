@@ -21,9 +21,15 @@ fn run_ok(command: &mut Command) -> String {
 fn eval_report_sweep_verify() {
     let dir = tempfile::tempdir().expect("temp dir");
     let session = dir.path().join("s.json");
-    run_ok(edgescope().args(["eval", "--threads", "1", "--warmup", "1", "--limit", "120", "--dataset"]).arg(fixture("fmnist500")).arg("--variant").args(
-        ["tiny_base.toml", "tiny_ee.toml", "tiny_ptq.toml"].map(fixture),
-    ).arg("--out").arg(&session));
+    run_ok(
+        edgescope()
+            .args(["eval", "--threads", "1", "--warmup", "1", "--limit", "120", "--dataset"])
+            .arg(fixture("fmnist500"))
+            .arg("--variant")
+            .args(["tiny_base.toml", "tiny_ee.toml", "tiny_ptq.toml"].map(fixture))
+            .arg("--out")
+            .arg(&session),
+    );
 
     let text = run_ok(edgescope().arg("report").arg(&session));
     for needle in ["Table 2", "Tables 3-6", "Table 7", "tiny/ee (acc-opt", "tiny/ee (inf-opt", "tiny/ptq"] {
@@ -37,12 +43,27 @@ fn eval_report_sweep_verify() {
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("json report");
     assert_eq!(parsed["tables"].as_array().map(Vec::len), Some(3));
 
-    let sweep = run_ok(edgescope().arg("sweep").arg(&session).args(["--variant", "tiny/ee", "--points", "20", "--criterion", "max-probability"]));
+    let sweep = run_ok(edgescope().arg("sweep").arg(&session).args([
+        "--variant",
+        "tiny/ee",
+        "--points",
+        "20",
+        "--criterion",
+        "max-probability",
+    ]));
     let mut lines = sweep.lines();
     assert!(lines.next().is_some_and(|h| h.starts_with("threshold_max_probability,accuracy")));
     assert!(lines.count() >= 10);
 
-    let verify = run_ok(edgescope().arg("verify").arg(&session).args(["--variant", "tiny/ee", "--threshold", "0.5", "--warmup", "1", "--save"]));
+    let verify = run_ok(edgescope().arg("verify").arg(&session).args([
+        "--variant",
+        "tiny/ee",
+        "--threshold",
+        "0.5",
+        "--warmup",
+        "1",
+        "--save",
+    ]));
     assert!(verify.contains("same exit as predicted: 120 of 120"), "{verify}");
     let saved = edgescope::session::Session::load(&session).expect("session");
     assert_eq!(saved.verifications.len(), 1);

@@ -104,7 +104,9 @@ fn large_traces_stay_compact_on_disk() {
     }
     trace.validate().expect("valid");
     let mut session = Session::default();
-    session.runs.push(TraceRun { info: RunInfo { variant: "big".into(), complete: true, ..RunInfo::default() }, trace });
+    session
+        .runs
+        .push(TraceRun { info: RunInfo { variant: "big".into(), complete: true, ..RunInfo::default() }, trace });
     let bytes = session.to_json(std::path::Path::new("/")).len();
     let per_sample_exit = bytes as f64 / (samples * 4) as f64;
     // 50 000 samples x 4 exits at this rate stays far below 1 GB.

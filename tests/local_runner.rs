@@ -31,7 +31,9 @@ fn background_job_reports_progress_and_cancels_on_request() {
         }
     };
     assert!(progress > 0);
-    let RunOutput::Trace(run) = result.expect("cancelled job still returns its trace") else { panic!("trace expected") };
+    let RunOutput::Trace(run) = result.expect("cancelled job still returns its trace") else {
+        panic!("trace expected")
+    };
     assert!(!run.info.complete && run.trace.len() < 500);
 }
 

@@ -120,7 +120,8 @@ impl PreparedTrace {
         let exits = trace.exits.len();
         let early = trace.early_exit_count();
         let num_classes = trace.num_classes;
-        let comparable_base = base.filter(|b| b.len() == samples && b.num_classes == num_classes && !b.exits.is_empty());
+        let comparable_base =
+            base.filter(|b| b.len() == samples && b.num_classes == num_classes && !b.exits.is_empty());
         let base_final = comparable_base.and_then(|b| b.exits.last());
 
         let mut confidence = Vec::with_capacity(samples * early);

@@ -61,9 +61,7 @@ impl Criterion {
     pub fn measure(self, exit: &ExitTrace, sample: usize, num_classes: usize) -> f64 {
         match self {
             Criterion::Entropy => f64::from(exit.entropy_nats[sample]),
-            Criterion::NormalizedEntropy => {
-                f64::from(exit.entropy_nats[sample]) / (num_classes.max(2) as f64).ln()
-            }
+            Criterion::NormalizedEntropy => f64::from(exit.entropy_nats[sample]) / (num_classes.max(2) as f64).ln(),
             Criterion::MaxProbability => f64::from(exit.max_probability(sample)),
             Criterion::Margin => f64::from(exit.margin(sample)),
         }
@@ -91,11 +89,7 @@ impl Criterion {
                         second = p;
                     }
                 }
-                if self == Criterion::MaxProbability {
-                    f64::from(first)
-                } else {
-                    f64::from(first - second.max(0.0))
-                }
+                if self == Criterion::MaxProbability { f64::from(first) } else { f64::from(first - second.max(0.0)) }
             }
         };
         self.to_cut(measure) as f32

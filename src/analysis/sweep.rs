@@ -206,9 +206,9 @@ pub fn acc_opt(points: &[SweepPoint]) -> Option<usize> {
 /// Lowest mean latency among points whose accuracy is at least `base_accuracy - budget_pp / 100`.
 pub fn inf_opt(points: &[SweepPoint], base_accuracy: f64, budget_pp: f64) -> Option<usize> {
     let floor = base_accuracy - budget_pp / 100.0 - 1e-12;
-    (0..points.len())
-        .filter(|&i| points[i].accuracy >= floor)
-        .min_by(|&a, &b| points[a].mean_latency_us.total_cmp(&points[b].mean_latency_us).then(points[b].correct.cmp(&points[a].correct)))
+    (0..points.len()).filter(|&i| points[i].accuracy >= floor).min_by(|&a, &b| {
+        points[a].mean_latency_us.total_cmp(&points[b].mean_latency_us).then(points[b].correct.cmp(&points[a].correct))
+    })
 }
 
 #[cfg(test)]

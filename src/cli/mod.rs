@@ -67,7 +67,8 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn settings(&self) -> Result<RunSettings> {
-        let provider = ProviderChoice::parse(&self.ep).ok_or_else(|| anyhow!("--ep must be cpu, cuda or tensorrt, not {:?}", self.ep))?;
+        let provider = ProviderChoice::parse(&self.ep)
+            .ok_or_else(|| anyhow!("--ep must be cpu, cuda or tensorrt, not {:?}", self.ep))?;
         Ok(RunSettings {
             intra_threads: self.threads,
             warmup_runs: self.warmup,
@@ -172,14 +173,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep(&args),
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Inspect(args)) => inspect(&args),
-        None => bail!("no command given; see `edgescope --help` (the desktop app comes with the `gui` feature)"),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            println!("\n\nThe desktop app is not built yet; the commands above work today.");
+            Ok(())
+        }
     }
 }
 
 fn parse_criterion(text: &str) -> Result<Criterion> {
-    Criterion::parse(text).ok_or_else(|| {
-        anyhow!("unknown criterion {text:?}; use {}", Criterion::ALL.map(Criterion::name).join(", "))
-    })
+    Criterion::parse(text)
+        .ok_or_else(|| anyhow!("unknown criterion {text:?}; use {}", Criterion::ALL.map(Criterion::name).join(", ")))
 }
 
 /// A terminal progress bar, or nothing when stderr is not a terminal.
@@ -191,9 +196,11 @@ impl Progress {
     fn new(label: &str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(0);
-            let style = indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> ");
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>24} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(label.to_string());
             bar
@@ -246,7 +253,10 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let mut session = if args.out.exists() { Session::load(&args.out)? } else { Session::default() };
     if let Some(base) = &args.base {
         if !variants.iter().any(|v| &v.name == base) && session.variant(base).is_none() {
-            bail!("--base {base:?} names no variant; the variants are {}", variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", "));
+            bail!(
+                "--base {base:?} names no variant; the variants are {}",
+                variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
         }
         session.base = Some(base.clone());
     }
@@ -259,8 +269,15 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let device = runner.device()?;
     eprintln!("device: {}", device.summary());
     for variant in &variants {
-        let job = Job { variant: Arc::clone(variant), dataset: Arc::clone(&dataset), settings: settings.clone(), mode: RunMode::Trace };
-        let RunOutput::Trace(run) = run_job(&mut runner, &job)? else { bail!("the runner returned a dynamic run for a trace job") };
+        let job = Job {
+            variant: Arc::clone(variant),
+            dataset: Arc::clone(&dataset),
+            settings: settings.clone(),
+            mode: RunMode::Trace,
+        };
+        let RunOutput::Trace(run) = run_job(&mut runner, &job)? else {
+            bail!("the runner returned a dynamic run for a trace job")
+        };
         eprintln!("{}", run_summary(&run));
         session.upsert_run(run);
         // Save after every variant: an interrupted evaluation keeps what it measured.
@@ -273,7 +290,8 @@ fn eval(args: &EvalArgs) -> Result<()> {
 fn run_summary(run: &TraceRun) -> String {
     let n = run.trace.len().max(1);
     let last = run.trace.exits.len() - 1;
-    let correct = (0..run.trace.len()).filter(|&s| u32::from(run.trace.exits[last].predicted(s)) == run.trace.labels[s]).count();
+    let correct =
+        (0..run.trace.len()).filter(|&s| u32::from(run.trace.exits[last].predicted(s)) == run.trace.labels[s]).count();
     let mut latencies: Vec<f32> = (0..run.trace.len()).map(|s| run.trace.latency_to_exit_us(s, last)).collect();
     let latency = LatencySummary::from_values(&mut latencies);
     format!(
@@ -291,7 +309,11 @@ fn run_summary(run: &TraceRun) -> String {
 fn report_command(args: &ReportArgs) -> Result<()> {
     let format = Format::parse(&args.format).ok_or_else(|| anyhow!("--format must be text, csv, md or json"))?;
     let session = Session::load(&args.session)?;
-    let options = ReportOptions { criterion: parse_criterion(&args.criterion)?, budget_pp: args.budget, ..ReportOptions::default() };
+    let options = ReportOptions {
+        criterion: parse_criterion(&args.criterion)?,
+        budget_pp: args.budget,
+        ..ReportOptions::default()
+    };
     let rows = report::rows(&session, &options);
     if rows.is_empty() {
         bail!("{} holds no runs; create some with `edgescope eval`", args.session.display());
@@ -335,7 +357,9 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         many => bail!("{} has {early} early exits but {} thresholds were given", args.variant, many.len()),
     };
     let policy = Policy { criterion, thresholds };
-    let entry = session.variant(&args.variant).ok_or_else(|| anyhow!("the session does not list variant {:?}", args.variant))?;
+    let entry = session
+        .variant(&args.variant)
+        .ok_or_else(|| anyhow!("the session does not list variant {:?}", args.variant))?;
     let dataset_entry = session
         .datasets
         .iter()
@@ -349,7 +373,9 @@ fn verify(args: &VerifyArgs) -> Result<()> {
 
     let predicted = report::prepare(&session, &run, criterion).evaluate(&policy);
     let job = Job { variant, dataset: Arc::new(dataset), settings, mode: RunMode::Dynamic(policy.clone()) };
-    let RunOutput::Dynamic(dynamic) = run_job(&mut LocalRunner::new(), &job)? else { bail!("the runner returned a trace for a dynamic job") };
+    let RunOutput::Dynamic(dynamic) = run_job(&mut LocalRunner::new(), &job)? else {
+        bail!("the runner returned a trace for a dynamic job")
+    };
 
     let n = dynamic.labels.len().max(1) as f64;
     let mut measured_latency = dynamic.latency_us.clone();
@@ -360,12 +386,37 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     let early_measured = dynamic.exit_taken.iter().filter(|&&e| usize::from(e) < early).count();
     println!("{} at {} {:?}: {} samples", args.variant, criterion.name(), policy.thresholds, dynamic.labels.len());
     println!("{:<22} {:>12} {:>12}", "", "predicted", "measured");
-    println!("{:<22} {:>12.3} {:>12.3}", "mean latency (ms)", predicted.latency.mean_us / 1000.0, measured.mean_us / 1000.0);
-    println!("{:<22} {:>12.3} {:>12.3}", "p50 latency (ms)", predicted.latency.p50_us / 1000.0, measured.p50_us / 1000.0);
-    println!("{:<22} {:>12.3} {:>12.3}", "p90 latency (ms)", predicted.latency.p90_us / 1000.0, measured.p90_us / 1000.0);
-    println!("{:<22} {:>12.3} {:>12.3}", "p99 latency (ms)", predicted.latency.p99_us / 1000.0, measured.p99_us / 1000.0);
+    println!(
+        "{:<22} {:>12.3} {:>12.3}",
+        "mean latency (ms)",
+        predicted.latency.mean_us / 1000.0,
+        measured.mean_us / 1000.0
+    );
+    println!(
+        "{:<22} {:>12.3} {:>12.3}",
+        "p50 latency (ms)",
+        predicted.latency.p50_us / 1000.0,
+        measured.p50_us / 1000.0
+    );
+    println!(
+        "{:<22} {:>12.3} {:>12.3}",
+        "p90 latency (ms)",
+        predicted.latency.p90_us / 1000.0,
+        measured.p90_us / 1000.0
+    );
+    println!(
+        "{:<22} {:>12.3} {:>12.3}",
+        "p99 latency (ms)",
+        predicted.latency.p99_us / 1000.0,
+        measured.p99_us / 1000.0
+    );
     println!("{:<22} {:>12.2} {:>12.2}", "accuracy (%)", predicted.accuracy * 100.0, correct as f64 * 100.0 / n);
-    println!("{:<22} {:>12.2} {:>12.2}", "early-exit rate (%)", predicted.early_exit_rate * 100.0, early_measured as f64 * 100.0 / n);
+    println!(
+        "{:<22} {:>12.2} {:>12.2}",
+        "early-exit rate (%)",
+        predicted.early_exit_rate * 100.0,
+        early_measured as f64 * 100.0 / n
+    );
     println!("same exit as predicted: {same_exit} of {} samples", dynamic.labels.len());
     if args.save {
         session.policies.insert(args.variant.clone(), policy);
@@ -391,9 +442,19 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         );
         for (index, segment) in variant.segments.iter().enumerate() {
             let info = &segment.info;
-            let opsets: Vec<String> =
-                info.opsets.iter().map(|(d, v)| format!("{}{v}", if d.is_empty() { String::new() } else { format!("{d}:") })).collect();
-            println!("  segment {} {} (IR {}, opset {}, {})", index + 1, segment.path.display(), info.ir_version, opsets.join(" "), info.producer);
+            let opsets: Vec<String> = info
+                .opsets
+                .iter()
+                .map(|(d, v)| format!("{}{v}", if d.is_empty() { String::new() } else { format!("{d}:") }))
+                .collect();
+            println!(
+                "  segment {} {} (IR {}, opset {}, {})",
+                index + 1,
+                segment.path.display(),
+                info.ir_version,
+                opsets.join(" "),
+                info.producer
+            );
             for input in &info.inputs {
                 println!("    in   {} {} {}", input.name, input.dtype, format_shape(&input.shape));
             }

@@ -18,13 +18,19 @@ fn idx_header(path: &Path, bytes: &[u8]) -> Result<(u8, Vec<usize>, usize), Data
         .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
         .collect();
     if code != 0x08 {
-        return Err(invalid(path, format!("IDX element type 0x{code:02x} is not supported (only unsigned bytes, 0x08)")));
+        return Err(invalid(
+            path,
+            format!("IDX element type 0x{code:02x} is not supported (only unsigned bytes, 0x08)"),
+        ));
     }
     let expected: usize = dims.iter().product();
     if bytes.len() - offset != expected {
         return Err(invalid(
             path,
-            format!("IDX header promises {expected} bytes of data but the file holds {}; it is truncated or corrupt", bytes.len() - offset),
+            format!(
+                "IDX header promises {expected} bytes of data but the file holds {}; it is truncated or corrupt",
+                bytes.len() - offset
+            ),
         ));
     }
     Ok((code, dims, offset))
@@ -79,10 +85,15 @@ pub(super) fn read_npy_images(path: &Path) -> Result<(Images, usize), DataError>
         _ => return Err(invalid(path, format!("NPY images need shape (N, H, W) or (N, H, W, C), found {shape:?}"))),
     };
     let (height, width) = (height as u32, width as u32);
-    let corrupt = |e: std::io::Error| invalid(path, format!("cannot read the array data ({e}); the file may be truncated"));
+    let corrupt =
+        |e: std::io::Error| invalid(path, format!("cannot read the array data ({e}); the file may be truncated"));
     let images = match npy_type(path, &npy)? {
-        (npyz::TypeChar::Uint, 1) => Images::U8 { height, width, channels, pixels: npy.into_vec::<u8>().map_err(corrupt)? },
-        (npyz::TypeChar::Float, 4) => Images::F32 { height, width, channels, pixels: npy.into_vec::<f32>().map_err(corrupt)? },
+        (npyz::TypeChar::Uint, 1) => {
+            Images::U8 { height, width, channels, pixels: npy.into_vec::<u8>().map_err(corrupt)? }
+        }
+        (npyz::TypeChar::Float, 4) => {
+            Images::F32 { height, width, channels, pixels: npy.into_vec::<f32>().map_err(corrupt)? }
+        }
         (kind, size) => {
             return Err(invalid(path, format!("images must be uint8 or float32, found {kind:?} of {size} bytes")));
         }
@@ -102,7 +113,9 @@ pub(super) fn read_npy_labels(path: &Path) -> Result<Vec<u32>, DataError> {
         (npyz::TypeChar::Int, 4) => npy.into_vec::<i32>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
         (npyz::TypeChar::Int, 2) => npy.into_vec::<i16>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
         (npyz::TypeChar::Int, 1) => npy.into_vec::<i8>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
-        (npyz::TypeChar::Uint, 8) => npy.into_vec::<u64>().map_err(corrupt)?.into_iter().map(|v| v.min(i64::MAX as u64) as i64).collect(),
+        (npyz::TypeChar::Uint, 8) => {
+            npy.into_vec::<u64>().map_err(corrupt)?.into_iter().map(|v| v.min(i64::MAX as u64) as i64).collect()
+        }
         (npyz::TypeChar::Uint, 4) => npy.into_vec::<u32>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
         (npyz::TypeChar::Uint, 2) => npy.into_vec::<u16>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
         (npyz::TypeChar::Uint, 1) => npy.into_vec::<u8>().map_err(corrupt)?.into_iter().map(i64::from).collect(),
@@ -115,8 +128,15 @@ pub(super) fn read_npy_labels(path: &Path) -> Result<Vec<u32>, DataError> {
         .collect()
 }
 
+/// What an image folder holds: file per sample, label per sample, class names.
+pub(super) struct FolderScan {
+    pub paths: Vec<PathBuf>,
+    pub labels: Vec<u32>,
+    pub classes: Vec<String>,
+}
+
 /// Scans an image folder: sorted sub-folders are the classes, their PNG/JPEG files (sorted) the samples.
-pub(super) fn scan_folder(root: &Path) -> Result<(Vec<PathBuf>, Vec<u32>, Vec<String>), DataError> {
+pub(super) fn scan_folder(root: &Path) -> Result<FolderScan, DataError> {
     let io = |source| DataError::Io { path: root.to_path_buf(), source };
     let mut class_dirs: Vec<PathBuf> =
         std::fs::read_dir(root).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
@@ -143,5 +163,5 @@ pub(super) fn scan_folder(root: &Path) -> Result<(Vec<PathBuf>, Vec<u32>, Vec<St
         labels.extend(std::iter::repeat_n(label as u32, files.len()));
         paths.extend(files);
     }
-    Ok((paths, labels, classes))
+    Ok(FolderScan { paths, labels, classes })
 }

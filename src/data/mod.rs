@@ -143,8 +143,8 @@ impl Dataset {
                 return Self::from_spec_file(&spec);
             }
             let name = file_name(path);
-            let (paths, labels, classes) = formats::scan_folder(path)?;
-            return Self::from_files(name, path, paths, labels, classes, Preprocess::default());
+            let scan = formats::scan_folder(path)?;
+            return Self::from_files(name, path, scan, Preprocess::default());
         }
         if !path.exists() {
             return Err(DataError::Io {
@@ -174,7 +174,8 @@ impl Dataset {
     }
 
     fn from_spec_file(path: &Path) -> Result<Self, DataError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
         let spec = parse_spec(path, &text)?;
         Self::from_spec(spec, path, path.parent().unwrap_or(Path::new("")))
     }
@@ -183,14 +184,18 @@ impl Dataset {
     pub fn from_spec(spec: DatasetSpec, source: &Path, directory: &Path) -> Result<Self, DataError> {
         spec.preprocess.validate().map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         let need = |p: &Option<PathBuf>, what: &str| {
-            p.as_ref().map(|p| directory.join(p)).ok_or_else(|| invalid(source, format!("the spec needs `{what} = ...`")))
+            p.as_ref()
+                .map(|p| directory.join(p))
+                .ok_or_else(|| invalid(source, format!("the spec needs `{what} = ...`")))
         };
         let mut dataset = match spec.kind {
             DatasetKind::Folder => {
                 let root = spec.root.as_ref().map_or_else(|| directory.to_path_buf(), |r| directory.join(r));
-                let (paths, labels, classes) = formats::scan_folder(&root)?;
-                let classes = if spec.classes.is_empty() { classes } else { spec.classes.clone() };
-                Self::from_files(spec.name.clone(), source, paths, labels, classes, spec.preprocess.clone())?
+                let mut scan = formats::scan_folder(&root)?;
+                if !spec.classes.is_empty() {
+                    scan.classes = spec.classes.clone();
+                }
+                Self::from_files(spec.name.clone(), source, scan, spec.preprocess.clone())?
             }
             DatasetKind::Idx | DatasetKind::Npy => {
                 let images_path = need(&spec.images, "images")?;
@@ -225,7 +230,9 @@ impl Dataset {
             let count = dataset.labels.iter().max().map_or(0, |&m| m as usize + 1);
             dataset.classes = (0..count).map(|i| format!("class {i}")).collect();
         }
-        if let Some((index, label)) = dataset.labels.iter().enumerate().find(|(_, l)| **l as usize >= dataset.classes.len()) {
+        if let Some((index, label)) =
+            dataset.labels.iter().enumerate().find(|(_, l)| **l as usize >= dataset.classes.len())
+        {
             return Err(invalid(
                 source,
                 format!("sample {index} has label {label} but only {} classes are named", dataset.classes.len()),
@@ -240,13 +247,13 @@ impl Dataset {
     fn from_files(
         name: String,
         source: &Path,
-        paths: Vec<PathBuf>,
-        labels: Vec<u32>,
-        classes: Vec<String>,
+        scan: formats::FolderScan,
         preprocess: Preprocess,
     ) -> Result<Self, DataError> {
+        let formats::FolderScan { paths, labels, classes } = scan;
         let first = paths.first().ok_or_else(|| invalid(source, "the folder holds no PNG or JPEG images"))?;
-        let (width, height) = image::image_dimensions(first).map_err(|e| invalid(first, format!("unreadable image: {e}")))?;
+        let (width, height) =
+            image::image_dimensions(first).map_err(|e| invalid(first, format!("unreadable image: {e}")))?;
         Ok(Self {
             name,
             source: source.to_path_buf(),
@@ -287,9 +294,9 @@ impl Dataset {
     /// Height and width of the stored images (of the first, for folders).
     pub fn image_size(&self) -> (u32, u32) {
         match &self.images {
-            Images::U8 { height, width, .. } | Images::F32 { height, width, .. } | Images::Files { height, width, .. } => {
-                (*height, *width)
-            }
+            Images::U8 { height, width, .. }
+            | Images::F32 { height, width, .. }
+            | Images::Files { height, width, .. } => (*height, *width),
         }
     }
 
@@ -311,7 +318,11 @@ impl Dataset {
             Ok(())
         } else {
             let dims: Vec<String> = expected.iter().map(|d| d.map_or("?".into(), |v| v.to_string())).collect();
-            Err(DataError::ShapeMismatch { path: self.source.clone(), found, expected: format!("[{}]", dims.join(", ")) })
+            Err(DataError::ShapeMismatch {
+                path: self.source.clone(),
+                found,
+                expected: format!("[{}]", dims.join(", ")),
+            })
         }
     }
 
@@ -394,7 +405,8 @@ pub fn parse_spec(path: &Path, text: &str) -> Result<DatasetSpec, DataError> {
         format: Option<String>,
         version: Option<u32>,
     }
-    let header: Header = toml::from_str(text).map_err(|e| invalid(path, format!("not a valid TOML dataset spec: {e}")))?;
+    let header: Header =
+        toml::from_str(text).map_err(|e| invalid(path, format!("not a valid TOML dataset spec: {e}")))?;
     if header.format.as_deref() != Some(DATASET_FORMAT) {
         return Err(invalid(path, format!("not an edgescope dataset spec (expected format = \"{DATASET_FORMAT}\")")));
     }

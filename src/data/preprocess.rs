@@ -208,7 +208,13 @@ mod tests {
 
     #[test]
     fn gray_to_rgb_nhwc_and_center_crop() {
-        let spec = Preprocess { channels: 3, layout: Layout::Nhwc, scale: 1.0, center_crop: Some([1, 1]), ..Preprocess::default() };
+        let spec = Preprocess {
+            channels: 3,
+            layout: Layout::Nhwc,
+            scale: 1.0,
+            center_crop: Some([1, 1]),
+            ..Preprocess::default()
+        };
         let mut out = Vec::new();
         // 3x3 gray image, center pixel 7.
         spec.apply(Pixels::U8(&[0, 0, 0, 0, 7, 0, 0, 0, 0]), 3, 3, 1, &mut out);

@@ -194,7 +194,11 @@ impl ModelInfo {
     pub fn quantization_tags(&self) -> Vec<&'static str> {
         let has = |op: &str| self.op_histogram.contains_key(op);
         let mut tags = Vec::new();
-        if has("DynamicQuantizeLinear") || has("MatMulInteger") || has("ConvInteger") || has("com.microsoft::DynamicQuantizeMatMul") {
+        if has("DynamicQuantizeLinear")
+            || has("MatMulInteger")
+            || has("ConvInteger")
+            || has("com.microsoft::DynamicQuantizeMatMul")
+        {
             tags.push("dq");
         } else if has("QuantizeLinear") || has("QLinearConv") || has("QLinearMatMul") {
             tags.push("ptq");
@@ -300,12 +304,7 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError>
             .iter()
             .map(|o| (if o.domain == "ai.onnx" { String::new() } else { o.domain.clone() }, o.version))
             .collect(),
-        inputs: graph
-            .input
-            .iter()
-            .filter(|i| !initializer_names.contains(i.name.as_str()))
-            .map(tensor_info)
-            .collect(),
+        inputs: graph.input.iter().filter(|i| !initializer_names.contains(i.name.as_str())).map(tensor_info).collect(),
         outputs: graph.output.iter().map(tensor_info).collect(),
         parameter_count,
         op_histogram,

@@ -131,17 +131,15 @@ impl Variant {
         let info = onnx::inspect(path)?;
         let exit = match info.outputs.as_slice() {
             [only] => only.name.clone(),
-            outputs => outputs
-                .iter()
-                .find(|o| o.name == "logits")
-                .map(|o| o.name.clone())
-                .ok_or_else(|| ModelError::Invalid {
+            outputs => outputs.iter().find(|o| o.name == "logits").map(|o| o.name.clone()).ok_or_else(|| {
+                ModelError::Invalid {
                     path: path.to_path_buf(),
                     reason: format!(
                         "it has several outputs ({}); write a manifest that names the exit output",
                         info.outputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
                     ),
-                })?,
+                }
+            })?,
         };
         let mut tags: Vec<String> = info.quantization_tags().into_iter().map(String::from).collect();
         if tags.is_empty() {
@@ -162,7 +160,8 @@ impl Variant {
     }
 
     fn from_manifest_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
         let manifest = parse_manifest(path, &text)?;
         let directory = path.parent().unwrap_or(Path::new(""));
         let mut infos = Vec::with_capacity(manifest.segments.len());
@@ -240,7 +239,9 @@ impl Variant {
                     })?;
                     carried = Some((carry.clone(), output.clone()));
                 }
-                (None, false) => return Err(invalid(name_of(" carries nothing to the next segment; add `carry = ...`"))),
+                (None, false) => {
+                    return Err(invalid(name_of(" carries nothing to the next segment; add `carry = ...`")));
+                }
                 (Some(_), true) => return Err(invalid(name_of(" is the last segment but names a carried output"))),
                 (None, true) if spec.exit.is_none() => {
                     return Err(invalid(name_of(" is the last segment and must name its exit (the final logits)")));
@@ -336,15 +337,13 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), reason };
     let header: Header = toml::from_str(text).map_err(|e| invalid(format!("not a valid TOML manifest: {e}")))?;
     if header.format.as_deref() != Some(MANIFEST_FORMAT) {
-        return Err(invalid(format!("it is not an edgescope variant manifest (expected format = \"{MANIFEST_FORMAT}\")")));
+        return Err(invalid(format!(
+            "it is not an edgescope variant manifest (expected format = \"{MANIFEST_FORMAT}\")"
+        )));
     }
     match header.version {
         Some(v) if v > MANIFEST_VERSION => {
-            return Err(ModelError::NewerVersion {
-                path: path.to_path_buf(),
-                found: v,
-                supported: MANIFEST_VERSION,
-            });
+            return Err(ModelError::NewerVersion { path: path.to_path_buf(), found: v, supported: MANIFEST_VERSION });
         }
         Some(0) | None => return Err(invalid("it has no valid `version`".into())),
         Some(_) => {}

@@ -209,9 +209,19 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let table2 = Table {
         id: "table2".into(),
         title: format!("Table 2 - fidelity and compression (criterion: {criterion})"),
-        columns: ["Device", "Model", "Size (MB)", "Compression", "Accuracy (%)", "Top-5 (%)", "Label loyalty (%)", "Prob. loyalty (%)", "Early-exit rate (%)"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "Device",
+            "Model",
+            "Size (MB)",
+            "Compression",
+            "Accuracy (%)",
+            "Top-5 (%)",
+            "Label loyalty (%)",
+            "Prob. loyalty (%)",
+            "Early-exit rate (%)",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: rows
             .iter()
             .map(|r| {
@@ -231,10 +241,22 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     };
     let performance = Table {
         id: "table3-6".into(),
-        title: "Tables 3-6 - performance on the device (latency predicted from the trace; total includes preprocessing)".into(),
+        title:
+            "Tables 3-6 - performance on the device (latency predicted from the trace; total includes preprocessing)"
+                .into(),
         columns: [
-            "Device", "Model", "Total inf. time (s)", "Speed-up", "Avg inf. time (ms)", "p50 (ms)", "p90 (ms)", "p99 (ms)",
-            "Early-exit / final-exit avg (ms)", "CPU avg (%)", "GPU avg (%)", "RAM avg (MB)",
+            "Device",
+            "Model",
+            "Total inf. time (s)",
+            "Speed-up",
+            "Avg inf. time (ms)",
+            "p50 (ms)",
+            "p90 (ms)",
+            "p99 (ms)",
+            "Early-exit / final-exit avg (ms)",
+            "CPU avg (%)",
+            "GPU avg (%)",
+            "RAM avg (MB)",
         ]
         .map(String::from)
         .to_vec(),
@@ -268,9 +290,18 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let table7 = Table {
         id: "table7".into(),
         title: "Table 7 - early exit and quantization combined".into(),
-        columns: ["Device", "Model", "Size (MB)", "Compression", "Accuracy (%)", "Total inf. time (s)", "Speed-up", "Early-exit rate (%)"]
-            .map(String::from)
-            .to_vec(),
+        columns: [
+            "Device",
+            "Model",
+            "Size (MB)",
+            "Compression",
+            "Accuracy (%)",
+            "Total inf. time (s)",
+            "Speed-up",
+            "Early-exit rate (%)",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows: rows
             .iter()
             .filter(quantized_or_ee)
@@ -329,7 +360,12 @@ pub fn to_csv(table: &Table) -> String {
 /// A table as Markdown.
 pub fn to_markdown(table: &Table) -> String {
     let escape = |s: &String| s.replace('|', "\\|");
-    let mut out = format!("### {}\n\n| {} |\n|{}|\n", table.title, table.columns.iter().map(escape).collect::<Vec<_>>().join(" | "), vec!["---"; table.columns.len()].join("|"));
+    let mut out = format!(
+        "### {}\n\n| {} |\n|{}|\n",
+        table.title,
+        table.columns.iter().map(escape).collect::<Vec<_>>().join(" | "),
+        vec!["---"; table.columns.len()].join("|")
+    );
     for row in &table.rows {
         out += &format!("| {} |\n", row.iter().map(escape).collect::<Vec<_>>().join(" | "));
     }
@@ -359,8 +395,12 @@ pub fn to_text(table: &Table) -> String {
 pub fn sweep_csv(sweep: &Sweep, criterion: Criterion) -> String {
     let exits = sweep.points.first().map_or(0, |p| p.exit_rates.len());
     let mut header: Vec<String> = vec![format!("threshold_{}", criterion.name().replace('-', "_"))];
-    header.extend(["accuracy", "label_loyalty", "probability_loyalty", "early_exit_rate", "mean_latency_us"].map(String::from));
-    header.extend((0..exits).map(|e| if e + 1 == exits { "exit_rate_final".to_string() } else { format!("exit_rate_{}", e + 1) }));
+    header.extend(
+        ["accuracy", "label_loyalty", "probability_loyalty", "early_exit_rate", "mean_latency_us"].map(String::from),
+    );
+    header.extend(
+        (0..exits).map(|e| if e + 1 == exits { "exit_rate_final".to_string() } else { format!("exit_rate_{}", e + 1) }),
+    );
     header.extend(["pareto", "acc_opt", "inf_opt"].map(String::from));
     let mut out = csv_line(&header) + "\n";
     for (index, p) in sweep.points.iter().enumerate() {

@@ -72,7 +72,9 @@ impl LoadedVariant {
         let (available, provider_name) = match provider {
             ProviderChoice::Cpu => (true, "CPUExecutionProvider"),
             ProviderChoice::Cuda => (ort::ep::CUDA::is_available().unwrap_or(false), "CUDAExecutionProvider"),
-            ProviderChoice::Tensorrt => (ort::ep::TensorRT::is_available().unwrap_or(false), "TensorrtExecutionProvider"),
+            ProviderChoice::Tensorrt => {
+                (ort::ep::TensorRT::is_available().unwrap_or(false), "TensorrtExecutionProvider")
+            }
         };
         if !available {
             return Err(RuntimeError::Provider(format!(
@@ -98,7 +100,10 @@ impl LoadedVariant {
             };
             if !providers.is_empty() {
                 builder = builder.with_execution_providers(providers).map_err(|e| {
-                    RuntimeError::Provider(format!("{provider_name} failed to start for {}: {e}", segment.path.display()))
+                    RuntimeError::Provider(format!(
+                        "{provider_name} failed to start for {}: {e}",
+                        segment.path.display()
+                    ))
                 })?;
             }
             let session = builder.commit_from_file(&segment.path).map_err(|e| ort_error(e.to_string()))?;
@@ -141,7 +146,8 @@ impl LoadedVariant {
         let mut exit_index = 0;
         let num_classes = self.num_classes;
         for (index, segment) in self.segments.iter_mut().enumerate() {
-            let run_error = |e: ort::Error| RuntimeError::Inference { path: segment.path.clone(), reason: e.to_string() };
+            let run_error =
+                |e: ort::Error| RuntimeError::Inference { path: segment.path.clone(), reason: e.to_string() };
             let started = Instant::now();
             let mut outputs = match carried.take() {
                 None => {
@@ -178,7 +184,10 @@ impl LoadedVariant {
                 if logits.len() != num_classes {
                     return Err(RuntimeError::Inference {
                         path: segment.path.clone(),
-                        reason: format!("exit {exit:?} gave {} values for one sample, expected {num_classes} classes", logits.len()),
+                        reason: format!(
+                            "exit {exit:?} gave {} values for one sample, expected {num_classes} classes",
+                            logits.len()
+                        ),
                     });
                 }
                 match self.outputs {

@@ -47,7 +47,10 @@ fn load() -> Result<(ort::environment::Environment, PathBuf), String> {
         ));
     };
     let builder = ort::init_from(&library).map_err(|e| {
-        format!("cannot load ONNX Runtime from {}: {e}; set ORT_DYLIB_PATH to a libonnxruntime 1.31 or newer", library.display())
+        format!(
+            "cannot load ONNX Runtime from {}: {e}; set ORT_DYLIB_PATH to a libonnxruntime 1.31 or newer",
+            library.display()
+        )
     })?;
     let environment = builder
         .with_name("edgescope")

@@ -221,7 +221,12 @@ pub trait Runner {
 
     /// Runs a job, reporting progress to `events`. A cancelled run returns its partial result with
     /// `complete == false`; errors before measuring starts are returned as errors.
-    fn run(&mut self, job: &Job, events: &mut dyn FnMut(RunEvent), cancel: &CancelToken) -> Result<RunOutput, RuntimeError>;
+    fn run(
+        &mut self,
+        job: &Job,
+        events: &mut dyn FnMut(RunEvent),
+        cancel: &CancelToken,
+    ) -> Result<RunOutput, RuntimeError>;
 }
 
 /// Runs jobs in this process with ONNX Runtime.
@@ -243,7 +248,12 @@ impl Runner for LocalRunner {
         Ok(self.device.get_or_insert_with(DeviceRecord::this_machine).clone())
     }
 
-    fn run(&mut self, job: &Job, events: &mut dyn FnMut(RunEvent), cancel: &CancelToken) -> Result<RunOutput, RuntimeError> {
+    fn run(
+        &mut self,
+        job: &Job,
+        events: &mut dyn FnMut(RunEvent),
+        cancel: &CancelToken,
+    ) -> Result<RunOutput, RuntimeError> {
         let device = self.device()?;
         run_local(job, device, events, cancel)
     }
@@ -251,7 +261,8 @@ impl Runner for LocalRunner {
 
 /// Checks that the dataset fits the variant before anything runs.
 pub fn check_compatible(variant: &Variant, dataset: &Dataset) -> Result<(), RuntimeError> {
-    let input = variant.input().ok_or_else(|| RuntimeError::Incompatible(format!("{} has no image input", variant.name)))?;
+    let input =
+        variant.input().ok_or_else(|| RuntimeError::Incompatible(format!("{} has no image input", variant.name)))?;
     if input.dtype != "float32" {
         return Err(RuntimeError::Incompatible(format!(
             "{} takes {} input {:?}; edgescope feeds float32 images",
@@ -275,7 +286,12 @@ pub fn check_compatible(variant: &Variant, dataset: &Dataset) -> Result<(), Runt
     Ok(())
 }
 
-fn run_local(job: &Job, device: DeviceRecord, events: &mut dyn FnMut(RunEvent), cancel: &CancelToken) -> Result<RunOutput, RuntimeError> {
+fn run_local(
+    job: &Job,
+    device: DeviceRecord,
+    events: &mut dyn FnMut(RunEvent),
+    cancel: &CancelToken,
+) -> Result<RunOutput, RuntimeError> {
     let variant = &job.variant;
     let dataset = &job.dataset;
     let settings = &job.settings;
@@ -386,7 +402,8 @@ fn run_local(job: &Job, device: DeviceRecord, events: &mut dyn FnMut(RunEvent), 
                 let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
                 let mut taken = (0u8, 0u16);
                 let result = loaded.run_sample(&input, input_shape, &run_options, &mut segment_us, |exit, probs| {
-                    let predicted = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u16);
+                    let predicted =
+                        probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u16);
                     taken = (exit as u8, predicted);
                     exit < early_exits
                         && cuts.get(exit).is_some_and(|&cut| policy.criterion.confidence_of_distribution(probs) >= cut)

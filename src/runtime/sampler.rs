@@ -116,7 +116,11 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
     let mut read = |timeline: &mut ResourceTimeline, system: &mut sysinfo::System| {
         let read_start = Instant::now();
         system.refresh_cpu_usage();
-        system.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), false, ProcessRefreshKind::nothing().with_memory());
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[pid]),
+            false,
+            ProcessRefreshKind::nothing().with_memory(),
+        );
         let rss_bytes = system.process(pid).map_or(0, |p| p.memory());
         timeline.samples.push(ResourceSample {
             t_s: started.elapsed().as_secs_f32(),

@@ -63,7 +63,11 @@ impl Column {
         let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         // Writing into a Vec cannot fail.
         let compressed = encoder.write_all(&bytes).and_then(|()| encoder.finish()).unwrap_or_default();
-        Self { dtype: T::DTYPE.into(), len: values.len(), data: base64::engine::general_purpose::STANDARD.encode(compressed) }
+        Self {
+            dtype: T::DTYPE.into(),
+            len: values.len(),
+            data: base64::engine::general_purpose::STANDARD.encode(compressed),
+        }
     }
 
     /// Decodes into values of type `T`; the error says what is wrong.
@@ -71,8 +75,9 @@ impl Column {
         if self.dtype != T::DTYPE {
             return Err(format!("column holds {} where {} was expected", self.dtype, T::DTYPE));
         }
-        let compressed =
-            base64::engine::general_purpose::STANDARD.decode(&self.data).map_err(|e| format!("bad base64 in a column: {e}"))?;
+        let compressed = base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .map_err(|e| format!("bad base64 in a column: {e}"))?;
         let expected = self.len.checked_mul(T::SIZE).ok_or("column length overflows")?;
         let mut bytes = Vec::with_capacity(expected);
         flate2::read::DeflateDecoder::new(compressed.as_slice())

@@ -207,7 +207,8 @@ impl Session {
 
     /// Reads a session file; paths inside become absolute.
     pub fn load(path: &Path) -> Result<Self, SessionError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SessionError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SessionError::Io { path: path.to_path_buf(), source })?;
         Self::from_json(&text, path)
     }
 
@@ -225,7 +226,11 @@ impl Session {
         }
         let version = header.version.ok_or_else(|| corrupt("it has no version".into()))?;
         if version > SESSION_VERSION {
-            return Err(SessionError::NewerVersion { path: path.to_path_buf(), found: version, supported: SESSION_VERSION });
+            return Err(SessionError::NewerVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SESSION_VERSION,
+            });
         }
         // Version 1 is the only one so far; older versions would be migrated here.
         let file: SessionFileV1 = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
@@ -407,7 +412,11 @@ impl SessionFileV1 {
                 .iter()
                 .map(|v| VariantEntry { path: relative(&v.path, directory), ..v.clone() })
                 .collect(),
-            runs: session.runs.iter().map(|r| StoredTraceRun { info: r.info.clone(), trace: StoredTrace::of(&r.trace) }).collect(),
+            runs: session
+                .runs
+                .iter()
+                .map(|r| StoredTraceRun { info: r.info.clone(), trace: StoredTrace::of(&r.trace) })
+                .collect(),
             verifications: session
                 .verifications
                 .iter()
@@ -446,17 +455,30 @@ impl SessionFileV1 {
                 info: run.info,
             };
             let n = dynamic.labels.len();
-            if [dynamic.exit_taken.len(), dynamic.latency_us.len(), dynamic.preprocess_us.len(), dynamic.predicted.len()]
-                .iter()
-                .any(|&len| len != n)
+            if [
+                dynamic.exit_taken.len(),
+                dynamic.latency_us.len(),
+                dynamic.preprocess_us.len(),
+                dynamic.predicted.len(),
+            ]
+            .iter()
+            .any(|&len| len != n)
             {
                 return Err(context("its columns differ in length".into()));
             }
             verifications.push(dynamic);
         }
         Ok(Session {
-            datasets: self.datasets.into_iter().map(|d| DatasetEntry { path: resolve(&d.path, directory), ..d }).collect(),
-            variants: self.variants.into_iter().map(|v| VariantEntry { path: resolve(&v.path, directory), ..v }).collect(),
+            datasets: self
+                .datasets
+                .into_iter()
+                .map(|d| DatasetEntry { path: resolve(&d.path, directory), ..d })
+                .collect(),
+            variants: self
+                .variants
+                .into_iter()
+                .map(|v| VariantEntry { path: resolve(&v.path, directory), ..v })
+                .collect(),
             runs,
             verifications,
             policies: self.policies,

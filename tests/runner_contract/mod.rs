@@ -19,13 +19,16 @@ pub fn check_runner(make: &dyn Fn() -> Box<dyn Runner>) {
 
 fn single_graphs_match_python_onnxruntime(runner: &mut dyn Runner) {
     let expected = expected();
-    for (name, manifest) in [("tiny_base", "tiny_base.toml"), ("tiny_dq", "tiny_dq.toml"), ("tiny_ptq", "tiny_ptq.toml")] {
+    for (name, manifest) in
+        [("tiny_base", "tiny_base.toml"), ("tiny_dq", "tiny_dq.toml"), ("tiny_ptq", "tiny_ptq.toml")]
+    {
         let run = trace(runner, &job(manifest, "fmnist500", RunMode::Trace));
         assert!(run.info.complete);
         let want = ints(&expected["models"][name]["argmax"]);
         let got: Vec<i64> = (0..run.trace.len()).map(|s| i64::from(run.trace.exits[0].predicted(s))).collect();
         assert_eq!(got, want, "{name}: per-sample predictions differ from Python onnxruntime");
-        let correct = (0..run.trace.len()).filter(|&s| u32::from(run.trace.exits[0].predicted(s)) == run.trace.labels[s]).count();
+        let correct =
+            (0..run.trace.len()).filter(|&s| u32::from(run.trace.exits[0].predicted(s)) == run.trace.labels[s]).count();
         assert_eq!(correct as i64, expected["models"][name]["correct"].as_i64().expect("correct"), "{name}");
         assert_eq!(run.trace.labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>(), ints(&expected["labels"]));
         assert!(run.trace.segment_latency_us[0].iter().all(|&t| t > 0.0));
@@ -46,7 +49,10 @@ fn chains_record_every_exit_and_policies_match_python(runner: &mut dyn Runner) {
             assert_eq!(got, ints(&want["argmax"]), "{name} exit {index}");
             for (s, h) in want["entropy_nats"].as_array().expect("entropies").iter().enumerate() {
                 let h = h.as_f64().expect("entropy");
-                assert!((f64::from(run.trace.exits[index].entropy_nats[s]) - h).abs() < 1e-5, "{name} exit {index} sample {s}");
+                assert!(
+                    (f64::from(run.trace.exits[index].entropy_nats[s]) - h).abs() < 1e-5,
+                    "{name} exit {index} sample {s}"
+                );
             }
         }
         // The final exit reproduces the base, so its loyalty to the base is exactly 1.
@@ -62,7 +68,8 @@ fn chains_record_every_exit_and_policies_match_python(runner: &mut dyn Runner) {
         assert_eq!(outcome.correct as i64, policy["correct"].as_i64().expect("correct"), "{name} correct");
         let loyal = (outcome.label_loyalty.expect("base given") * run.trace.len() as f64).round() as i64;
         assert_eq!(loyal, policy["loyal"].as_i64().expect("loyal"), "{name} label loyalty");
-        let exit_of_each = prepared.exit_of_each_sample(&Policy::uniform(Criterion::Entropy, threshold, run.trace.early_exit_count()));
+        let exit_of_each =
+            prepared.exit_of_each_sample(&Policy::uniform(Criterion::Entropy, threshold, run.trace.early_exit_count()));
         assert_eq!(exit_of_each.iter().map(|&e| i64::from(e)).collect::<Vec<_>>(), ints(&policy["exit_index"]));
     }
 }
@@ -73,7 +80,11 @@ fn dynamic_runs_take_the_exits_the_trace_predicts(runner: &mut dyn Runner) {
         let prepared = PreparedTrace::new(&traced.trace, None, criterion);
         let sweep = prepared.sweep(&edgescope::analysis::ThresholdGrid::Quantiles(5), 1.0);
         let policy = prepared.policy_at(&sweep.points[sweep.points.len() / 2]);
-        let output = runner.run(&job("tiny_ee2.toml", "fmnist500", RunMode::Dynamic(policy.clone())), &mut |_| {}, &CancelToken::new());
+        let output = runner.run(
+            &job("tiny_ee2.toml", "fmnist500", RunMode::Dynamic(policy.clone())),
+            &mut |_| {},
+            &CancelToken::new(),
+        );
         let RunOutput::Dynamic(dynamic) = output.expect("dynamic run") else { panic!("expected a dynamic run") };
         assert!(dynamic.info.complete);
         assert_eq!(dynamic.exit_taken, prepared.exit_of_each_sample(&policy), "{criterion:?}");
@@ -81,7 +92,8 @@ fn dynamic_runs_take_the_exits_the_trace_predicts(runner: &mut dyn Runner) {
         let correct = dynamic.predicted.iter().zip(&dynamic.labels).filter(|(p, l)| u32::from(**p) == **l).count();
         assert_eq!(correct, predicted.correct, "{criterion:?}");
         // Samples that left at the first exit ran one segment of three.
-        let early: Vec<f32> = dynamic.latency_us.iter().zip(&dynamic.exit_taken).filter(|(_, e)| **e == 0).map(|(l, _)| *l).collect();
+        let early: Vec<f32> =
+            dynamic.latency_us.iter().zip(&dynamic.exit_taken).filter(|(_, e)| **e == 0).map(|(l, _)| *l).collect();
         assert!(!early.is_empty());
     }
 }
@@ -103,7 +115,9 @@ fn cancel_stops_a_run_and_keeps_what_was_measured(runner: &mut dyn Runner) {
         },
         &token,
     );
-    let RunOutput::Trace(run) = output.expect("a cancelled run returns what it measured") else { panic!("trace expected") };
+    let RunOutput::Trace(run) = output.expect("a cancelled run returns what it measured") else {
+        panic!("trace expected")
+    };
     assert!(!run.info.complete);
     assert!(run.trace.len() >= 20 && run.trace.len() < 500, "{} samples", run.trace.len());
     assert!(run.trace.validate().is_ok());
