@@ -55,6 +55,8 @@ pub struct Sweep {
     pub inf_opt: Option<usize>,
     /// The accuracy budget used for inf-opt, in percentage points.
     pub budget_pp: f64,
+    /// Whether loyalty was measured against a base trace (without one the loyalty columns are meaningless).
+    pub has_base: bool,
 }
 
 /// Default accuracy budget for inf-opt: one percentage point below the base.
@@ -144,7 +146,7 @@ impl PreparedTrace {
         let pareto = pareto_front(&points.iter().map(|p| (p.mean_latency_us, p.accuracy)).collect::<Vec<_>>());
         let acc_opt = acc_opt(&points);
         let inf_opt = self.base_accuracy.and_then(|base| inf_opt(&points, base, budget_pp));
-        Sweep { points, pareto, acc_opt, inf_opt, budget_pp }
+        Sweep { points, pareto, acc_opt, inf_opt, budget_pp, has_base: self.has_base }
     }
 
     /// Grid cuts in descending order (from "nobody exits" to "everybody exits").

@@ -95,6 +95,10 @@ pub struct EvalArgs {
     /// Name of the base variant (overrides tags).
     #[arg(long)]
     pub base: Option<String>,
+    /// A calibration dataset: early-exit variants also run on it, so thresholds can be set as percentiles of
+    /// their confidence there (`report --percentile`, `verify --percentile`).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// Run options.
     #[command(flatten)]
     pub run: RunArgs,
@@ -114,6 +118,9 @@ pub struct ReportArgs {
     /// Accuracy budget of inf-opt, percentage points below the base.
     #[arg(long, default_value_t = crate::analysis::DEFAULT_BUDGET_PP)]
     pub budget: f64,
+    /// Also show early-exit variants at these calibration percentiles (e.g. 50,75,95).
+    #[arg(long, value_delimiter = ',')]
+    pub percentile: Vec<f64>,
 }
 
 /// `edgescope sweep`.
@@ -144,8 +151,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub variant: String,
     /// Threshold at every early exit (or one per exit, comma-separated).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "percentile", conflicts_with = "percentile")]
     pub threshold: Vec<f64>,
+    /// Thresholds at this percentile of calibration confidence (or one per exit, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub percentile: Vec<f64>,
     /// entropy, normalized-entropy, max-probability or margin.
     #[arg(long, default_value = "entropy")]
     pub criterion: String,
@@ -265,6 +275,25 @@ fn eval(args: &EvalArgs) -> Result<()> {
         session.upsert_variant(VariantEntry::of(variant));
     }
 
+    let calibration = match &args.calibration {
+        Some(path) => {
+            let calibration = Arc::new(Dataset::open(path)?);
+            if calibration.name == dataset.name {
+                bail!(
+                    "the calibration dataset {} has the same name as the evaluation dataset; give it its own name",
+                    path.display()
+                );
+            }
+            for variant in variants.iter().filter(|v| v.early_exit_count() > 0) {
+                crate::runtime::check_compatible(variant, &calibration)?;
+            }
+            session.upsert_dataset(DatasetEntry::of(&calibration));
+            session.calibration_dataset = Some(calibration.name.clone());
+            Some(calibration)
+        }
+        None => None,
+    };
+
     let mut runner = LocalRunner::new();
     let device = runner.device()?;
     eprintln!("device: {}", device.summary());
@@ -280,6 +309,19 @@ fn eval(args: &EvalArgs) -> Result<()> {
         };
         eprintln!("{}", run_summary(&run));
         session.upsert_run(run);
+        if let Some(calibration) = calibration.as_ref().filter(|_| variant.early_exit_count() > 0) {
+            let job = Job {
+                variant: Arc::clone(variant),
+                dataset: Arc::clone(calibration),
+                settings: RunSettings { sample_resources: false, limit: None, ..settings.clone() },
+                mode: RunMode::Trace,
+            };
+            let RunOutput::Trace(run) = run_job(&mut runner, &job)? else {
+                bail!("the runner returned a dynamic run for a trace job")
+            };
+            eprintln!("{} (calibration)", run_summary(&run));
+            session.upsert_run(run);
+        }
         // Save after every variant: an interrupted evaluation keeps what it measured.
         session.save(&args.out)?;
     }
@@ -324,7 +366,7 @@ fn report_command(args: &ReportArgs) -> Result<()> {
 }
 
 fn find_run<'a>(session: &'a Session, variant: &str, path: &Path) -> Result<&'a TraceRun> {
-    session.runs.iter().find(|r| r.info.variant == variant).ok_or_else(|| {
+    session.runs.iter().find(|r| r.info.variant == variant && !session.is_calibration_run(r)).ok_or_else(|| {
         let names: Vec<&str> = session.runs.iter().map(|r| r.info.variant.as_str()).collect();
         anyhow!("{} has no run of {variant:?}; it has {}", path.display(), names.join(", "))
     })
@@ -337,7 +379,8 @@ fn sweep(args: &SweepArgs) -> Result<()> {
         bail!("{} has no early exit: there is nothing to sweep", args.variant);
     }
     let criterion = parse_criterion(&args.criterion)?;
-    let options = ReportOptions { criterion, budget_pp: args.budget, sweep_points: args.points };
+    let options =
+        ReportOptions { criterion, budget_pp: args.budget, sweep_points: args.points, ..ReportOptions::default() };
     let (_, sweep) = report::sweep_run(&session, run, &options);
     print!("{}", report::sweep_csv(&sweep, criterion));
     Ok(())
@@ -351,12 +394,22 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         bail!("{} has no early exit: a dynamic run would equal the trace", args.variant);
     }
     let criterion = parse_criterion(&args.criterion)?;
-    let thresholds = match args.threshold.as_slice() {
-        [one] => vec![*one; early],
-        many if many.len() == early => many.to_vec(),
-        many => bail!("{} has {early} early exits but {} thresholds were given", args.variant, many.len()),
+    let policy = if args.percentile.is_empty() {
+        let thresholds = match args.threshold.as_slice() {
+            [one] => vec![*one; early],
+            many if many.len() == early => many.to_vec(),
+            many => bail!("{} has {early} early exits but {} thresholds were given", args.variant, many.len()),
+        };
+        Policy { criterion, thresholds }
+    } else {
+        report::percentile_policy(&session, &run, criterion, &args.percentile).ok_or_else(|| {
+            anyhow!(
+                "{} has no calibration run of {}; add one with `edgescope eval --calibration DATASET`",
+                args.session.display(),
+                args.variant
+            )
+        })?
     };
-    let policy = Policy { criterion, thresholds };
     let entry = session
         .variant(&args.variant)
         .ok_or_else(|| anyhow!("the session does not list variant {:?}", args.variant))?;

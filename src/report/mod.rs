@@ -19,11 +19,18 @@ pub struct ReportOptions {
     pub budget_pp: f64,
     /// Thresholds per sweep.
     pub sweep_points: usize,
+    /// Extra rows at these calibration percentiles (seed 003), when the session has calibration runs.
+    pub percentiles: Vec<f64>,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { criterion: Criterion::Entropy, budget_pp: crate::analysis::DEFAULT_BUDGET_PP, sweep_points: 1000 }
+        Self {
+            criterion: Criterion::Entropy,
+            budget_pp: crate::analysis::DEFAULT_BUDGET_PP,
+            sweep_points: 1000,
+            percentiles: Vec::new(),
+        }
     }
 }
 
@@ -39,6 +46,8 @@ pub enum PointKind {
     AccOpt,
     /// Fastest within the accuracy budget.
     InfOpt,
+    /// Thresholds at a percentile of calibration confidence.
+    Percentile,
 }
 
 impl PointKind {
@@ -49,6 +58,7 @@ impl PointKind {
             PointKind::Chosen => "chosen",
             PointKind::AccOpt => "acc-opt",
             PointKind::InfOpt => "inf-opt",
+            PointKind::Percentile => "percentile",
         }
     }
 }
@@ -66,6 +76,8 @@ pub struct Row {
     pub point: PointKind,
     /// The policy, for early-exit rows.
     pub policy: Option<Policy>,
+    /// The calibration percentile, for percentile rows.
+    pub percentile: Option<f64>,
     /// Size on disk, bytes.
     pub size_bytes: u64,
     /// Base size / size.
@@ -139,10 +151,28 @@ pub fn sweep_run(session: &Session, run: &TraceRun, options: &ReportOptions) -> 
     (prepared, sweep)
 }
 
+/// The policy whose thresholds sit at `percentiles` (one for all exits, or one per exit) of the confidence
+/// the variant showed on the session's calibration dataset; `None` without a calibration run.
+pub fn percentile_policy(
+    session: &Session,
+    run: &TraceRun,
+    criterion: Criterion,
+    percentiles: &[f64],
+) -> Option<Policy> {
+    let calibration = session.calibration_run(&run.info.variant, &run.info)?;
+    let thresholds = crate::analysis::thresholds_from_percentiles(
+        &calibration.trace.exits,
+        calibration.trace.num_classes,
+        criterion,
+        percentiles,
+    )?;
+    Some(Policy { criterion, thresholds })
+}
+
 /// Every row: static variants once, early-exit variants at their chosen, acc-opt and inf-opt points.
 pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
     let mut rows = Vec::new();
-    for run in &session.runs {
+    for run in session.runs.iter().filter(|r| !session.is_calibration_run(r)) {
         let Some(entry) = session.variant(&run.info.variant) else { continue };
         let base_size = session.base_of(&entry.name).and_then(|b| session.variant(&b)).map(|b| b.size_bytes);
         let resources = run.info.resources.as_ref();
@@ -151,6 +181,7 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
             variant: entry.name.clone(),
             tags: entry.tags.clone(),
             point,
+            percentile: None,
             policy,
             size_bytes: entry.size_bytes,
             compression: base_size.and_then(|b| compression_ratio(b, entry.size_bytes)),
@@ -176,6 +207,15 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
                 rows.push(make_row(kind, Some(policy.clone()), prepared.evaluate(&policy)));
             }
         }
+        for &percentile in &options.percentiles {
+            if let Some(policy) = percentile_policy(session, run, options.criterion, &[percentile]) {
+                let outcome = prepared.evaluate(&policy);
+                rows.push(Row {
+                    percentile: Some(percentile),
+                    ..make_row(PointKind::Percentile, Some(policy), outcome)
+                });
+            }
+        }
     }
     rows
 }
@@ -195,7 +235,11 @@ fn model_label(row: &Row) -> String {
             let values: Vec<String> = p.thresholds.iter().map(|t| format!("{t:.4}")).collect();
             values.join("/")
         });
-        label = format!("{label} ({}, T = {})", row.point.label(), threshold.unwrap_or_default());
+        let point = match (row.point, &row.percentile) {
+            (PointKind::Percentile, Some(p)) => format!("p{p}"),
+            (kind, _) => kind.label().to_string(),
+        };
+        label = format!("{label} ({point}, T = {})", threshold.unwrap_or_default());
     }
     if !row.complete {
         label.push_str(" [incomplete]");
@@ -407,8 +451,8 @@ pub fn sweep_csv(sweep: &Sweep, criterion: Criterion) -> String {
         let mut fields = vec![
             format!("{}", p.threshold),
             format!("{:.6}", p.accuracy),
-            format!("{:.6}", p.label_loyalty),
-            format!("{:.6}", p.probability_loyalty),
+            if sweep.has_base { format!("{:.6}", p.label_loyalty) } else { String::new() },
+            if sweep.has_base { format!("{:.6}", p.probability_loyalty) } else { String::new() },
             format!("{:.6}", p.early_exit_rate),
             format!("{:.3}", p.mean_latency_us),
         ];

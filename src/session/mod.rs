@@ -145,6 +145,8 @@ pub struct Session {
     pub policies: BTreeMap<String, Policy>,
     /// Name of the variant loyalty and speed-up are measured against when a variant names none.
     pub base: Option<String>,
+    /// Name of the dataset whose runs calibrate percentile thresholds (seed 003); kept out of the tables.
+    pub calibration_dataset: Option<String>,
     /// View settings of the app, kept opaque here.
     pub view: serde_json::Value,
 }
@@ -200,6 +202,22 @@ impl Session {
         self.runs.iter().find(|r| {
             r.info.variant == variant
                 && r.info.dataset == like.dataset
+                && r.info.device.host == like.device.host
+                && r.info.provider == like.provider
+        })
+    }
+
+    /// True when `run` was made on the calibration dataset.
+    pub fn is_calibration_run(&self, run: &TraceRun) -> bool {
+        self.calibration_dataset.as_deref() == Some(run.info.dataset.as_str())
+    }
+
+    /// The calibration run of `variant` on the same device and provider as `like`.
+    pub fn calibration_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
+        let dataset = self.calibration_dataset.as_deref()?;
+        self.runs.iter().find(|r| {
+            r.info.variant == variant
+                && r.info.dataset == dataset
                 && r.info.device.host == like.device.host
                 && r.info.provider == like.provider
         })
@@ -276,6 +294,8 @@ struct SessionFileV1 {
     version: u32,
     #[serde(default)]
     base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    calibration_dataset: Option<String>,
     #[serde(default)]
     datasets: Vec<DatasetEntry>,
     #[serde(default)]
@@ -402,6 +422,7 @@ impl SessionFileV1 {
             format: SESSION_FORMAT.into(),
             version: SESSION_VERSION,
             base: session.base.clone(),
+            calibration_dataset: session.calibration_dataset.clone(),
             datasets: session
                 .datasets
                 .iter()
@@ -483,6 +504,7 @@ impl SessionFileV1 {
             verifications,
             policies: self.policies,
             base: self.base,
+            calibration_dataset: self.calibration_dataset,
             view: self.view,
         })
     }
