@@ -58,7 +58,7 @@ impl DeviceRecord {
             memory_bytes: system.as_ref().map_or(0, |s| s.total_memory()),
             ort_version: super::environment::ort_version().unwrap_or_else(|e| format!("unavailable: {e}")),
             ort_providers: super::environment::available_providers().unwrap_or_default(),
-            power_mode: read_trimmed("/etc/nvpmodel.conf").and(read_trimmed("/var/lib/nvpmodel/status")),
+            power_mode: read_trimmed("/var/lib/nvpmodel/status"),
         }
     }
 

@@ -321,7 +321,7 @@ fn run_local(
         }
     }
 
-    let mut info = RunInfo {
+    let info = RunInfo {
         variant: variant.name.clone(),
         dataset: dataset.name.clone(),
         device,
@@ -337,30 +337,14 @@ fn run_local(
         None
     };
     let started = Instant::now();
-    let mut last_event = Instant::now();
-    let mut report = |done: usize, force: bool, events: &mut dyn FnMut(RunEvent)| {
-        if force || last_event.elapsed() >= Duration::from_millis(50) {
-            events(RunEvent::Progress { done, total });
-            last_event = Instant::now();
-        }
-    };
+    let mut measure = SampleLoop { dataset, total, cancel, events, input: Vec::new(), last_event: Instant::now() };
 
-    let mut failure = None;
-    let output = match &job.mode {
+    let (mut output, failure) = match &job.mode {
         RunMode::Trace => {
             let mut trace = Trace::new(variant.num_classes, loaded.segment_count(), &exit_segments);
-            for sample in 0..total {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let prep_started = Instant::now();
-                if let Err(e) = dataset.load_input(sample, &mut input) {
-                    failure = Some(e.into());
-                    break;
-                }
-                let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
+            let failure = measure.run(|sample, input, preprocess_us| {
                 let exits = &mut trace.exits;
-                let result = loaded.run_sample(&input, input_shape, &run_options, &mut segment_us, |exit, probs| {
+                let result = loaded.run_sample(input, input_shape, &run_options, &mut segment_us, |exit, probs| {
                     exits[exit].push_distribution(probs);
                     false
                 });
@@ -372,62 +356,40 @@ fn run_local(
                         exit.top_probs.truncate(done * exit.top_k);
                         exit.entropy_nats.truncate(done);
                     }
-                    if !cancel.is_cancelled() {
-                        failure = Some(e);
-                    }
-                    break;
+                    return Err(e);
                 }
                 trace.labels.push(dataset.labels[sample]);
                 trace.preprocess_us.push(preprocess_us);
                 for (column, &us) in trace.segment_latency_us.iter_mut().zip(&segment_us) {
                     column.push(us);
                 }
-                report(sample + 1, false, events);
-            }
-            info.samples_done = trace.len();
-            RunOutput::Trace(TraceRun { info: info.clone(), trace })
+                Ok(())
+            });
+            (RunOutput::Trace(TraceRun { info, trace }), failure)
         }
         RunMode::Dynamic(policy) => {
-            let mut run = DynamicRun { policy: Some(policy.clone()), ..DynamicRun::default() };
+            let mut run = DynamicRun { policy: Some(policy.clone()), info, ..DynamicRun::default() };
             let cuts = policy.cuts();
-            for sample in 0..total {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let prep_started = Instant::now();
-                if let Err(e) = dataset.load_input(sample, &mut input) {
-                    failure = Some(e.into());
-                    break;
-                }
-                let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
+            let failure = measure.run(|sample, input, preprocess_us| {
                 let mut taken = (0u8, 0u16);
-                let result = loaded.run_sample(&input, input_shape, &run_options, &mut segment_us, |exit, probs| {
-                    let predicted =
-                        probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u16);
-                    taken = (exit as u8, predicted);
-                    exit < early_exits
-                        && cuts.get(exit).is_some_and(|&cut| policy.criterion.confidence_of_distribution(probs) >= cut)
-                });
-                match result {
-                    Ok(segments_run) => {
-                        run.latency_us.push(segment_us[..segments_run].iter().sum());
-                        run.exit_taken.push(taken.0);
-                        run.predicted.push(taken.1);
-                        run.labels.push(dataset.labels[sample]);
-                        run.preprocess_us.push(preprocess_us);
-                    }
-                    Err(e) => {
-                        if !cancel.is_cancelled() {
-                            failure = Some(e);
-                        }
-                        break;
-                    }
-                }
-                report(sample + 1, false, events);
-            }
-            info.samples_done = run.labels.len();
-            run.info = info.clone();
-            RunOutput::Dynamic(run)
+                let segments_run =
+                    loaded.run_sample(input, input_shape, &run_options, &mut segment_us, |exit, probs| {
+                        let predicted =
+                            probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u16);
+                        taken = (exit as u8, predicted);
+                        exit < early_exits
+                            && cuts
+                                .get(exit)
+                                .is_some_and(|&cut| policy.criterion.confidence_of_distribution(probs) >= cut)
+                    })?;
+                run.latency_us.push(segment_us[..segments_run].iter().sum());
+                run.exit_taken.push(taken.0);
+                run.predicted.push(taken.1);
+                run.labels.push(dataset.labels[sample]);
+                run.preprocess_us.push(preprocess_us);
+                Ok(())
+            });
+            (RunOutput::Dynamic(run), failure)
         }
     };
     let wall_time_s = started.elapsed().as_secs_f64();
@@ -435,21 +397,58 @@ fn run_local(
     if let Some(error) = failure {
         return Err(error);
     }
-    let done = output.info().samples_done;
-    report(done, true, events);
-    let complete = done == total && !cancel.is_cancelled();
-    Ok(match output {
-        RunOutput::Trace(mut t) => {
-            t.info.wall_time_s = wall_time_s;
-            t.info.resources = resources;
-            t.info.complete = complete;
-            RunOutput::Trace(t)
+    let done = match &output {
+        RunOutput::Trace(t) => t.trace.len(),
+        RunOutput::Dynamic(d) => d.labels.len(),
+    };
+    measure.report(done, true);
+    let info = match &mut output {
+        RunOutput::Trace(t) => &mut t.info,
+        RunOutput::Dynamic(d) => &mut d.info,
+    };
+    info.samples_done = done;
+    info.wall_time_s = wall_time_s;
+    info.resources = resources;
+    info.complete = done == total && !cancel.is_cancelled();
+    Ok(output)
+}
+
+/// The measured loop shared by trace and dynamic runs: cancellation, timed preprocessing, progress events.
+struct SampleLoop<'a> {
+    dataset: &'a Dataset,
+    total: usize,
+    cancel: &'a CancelToken,
+    events: &'a mut dyn FnMut(RunEvent),
+    input: Vec<f32>,
+    last_event: Instant,
+}
+
+impl SampleLoop<'_> {
+    /// Calls `body(sample, input, preprocess_us)` for every sample until done, cancelled or failed; returns the
+    /// failure (a failure caused by cancelling, such as a terminated ONNX Runtime call, is not one).
+    fn run(&mut self, mut body: impl FnMut(usize, &[f32], f32) -> Result<(), RuntimeError>) -> Option<RuntimeError> {
+        for sample in 0..self.total {
+            if self.cancel.is_cancelled() {
+                return None;
+            }
+            let prep_started = Instant::now();
+            if let Err(e) = self.dataset.load_input(sample, &mut self.input) {
+                return Some(e.into());
+            }
+            let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
+            if let Err(e) = body(sample, &self.input, preprocess_us) {
+                return (!self.cancel.is_cancelled()).then_some(e);
+            }
+            self.report(sample + 1, false);
         }
-        RunOutput::Dynamic(mut d) => {
-            d.info.wall_time_s = wall_time_s;
-            d.info.resources = resources;
-            d.info.complete = complete;
-            RunOutput::Dynamic(d)
+        None
+    }
+
+    /// Sends a progress event, at most every 50 ms unless forced.
+    fn report(&mut self, done: usize, force: bool) {
+        if force || self.last_event.elapsed() >= Duration::from_millis(50) {
+            (self.events)(RunEvent::Progress { done, total: self.total });
+            self.last_event = Instant::now();
         }
-    })
+    }
 }
