@@ -374,8 +374,9 @@ fn run_local(
                 let mut taken = (0u8, 0u16);
                 let segments_run =
                     loaded.run_sample(input, input_shape, &run_options, &mut segment_us, |exit, probs| {
+                        // The first of equal maxima, as in the trace's top-k order and numpy's argmax.
                         let predicted =
-                            probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u16);
+                            (0..probs.len()).fold(0, |best, i| if probs[i] > probs[best] { i } else { best }) as u16;
                         taken = (exit as u8, predicted);
                         exit < early_exits
                             && cuts
