@@ -11,3 +11,5 @@ pub mod model;
 pub mod report;
 pub mod runtime;
 pub mod session;
+#[cfg(feature = "gui")]
+pub mod app;

@@ -222,6 +222,17 @@ impl PreparedTrace {
         scores.iter().zip(cuts).position(|(score, cut)| score >= cut).unwrap_or(early)
     }
 
+    /// The exit and predicted inference latency of every sample under `policy` (for histograms).
+    pub fn exits_and_latencies(&self, policy: &Policy) -> Vec<(u8, f32)> {
+        let cuts = self.cuts_of(policy);
+        (0..self.samples)
+            .map(|s| {
+                let exit = self.exit_of(s, &cuts);
+                (exit as u8, self.at_exit[s * self.exits + exit].latency_us)
+            })
+            .collect()
+    }
+
     /// Evaluates `policy`; `scratch` is reused between calls to avoid an allocation per frame.
     pub fn evaluate_with(&self, policy: &Policy, scratch: &mut Vec<f32>) -> Outcome {
         let cuts = self.cuts_of(policy);

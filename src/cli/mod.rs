@@ -22,9 +22,25 @@ use crate::session::{DatasetEntry, Session, VariantEntry};
 #[derive(Debug, Parser)]
 #[command(name = "edgescope", version, about, long_about = None)]
 pub struct Cli {
-    /// What to do.
+    /// Session to open in the desktop app (default: the last one, else the demo session).
+    #[arg(long, global = false)]
+    pub session: Option<PathBuf>,
+    /// What to do; without a command the desktop app opens.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+#[cfg(feature = "gui")]
+fn open_app(session: Option<PathBuf>) -> Result<()> {
+    crate::app::run_app(session).map_err(|e| anyhow!(e))
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_app(_session: Option<PathBuf>) -> Result<()> {
+    use clap::CommandFactory;
+    Cli::command().print_help()?;
+    println!("\n\nThis build has no desktop app (built without the `gui` feature); use the commands above.");
+    Ok(())
 }
 
 /// Subcommands.
@@ -183,12 +199,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep(&args),
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Inspect(args)) => inspect(&args),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!("\n\nThe desktop app is not built yet; the commands above work today.");
-            Ok(())
-        }
+        None => open_app(cli.session),
     }
 }
 

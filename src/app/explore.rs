@@ -1,0 +1,407 @@
+//! The explore view: one slider per early exit, live outcomes, and plots that follow the slider — the
+//! accuracy/latency sweep with its operating points and every static variant, exit rate against the threshold,
+//! the latency histogram by exit, and the samples whose prediction changed against the base.
+
+use eframe::egui;
+
+use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
+
+use super::state::SavedState;
+use super::world::World;
+use super::{Command, Commands};
+use crate::analysis::{Criterion, Outcome, Policy};
+
+/// Samples shown in the "changed against the base" grid.
+const CHANGED_SAMPLES_SHOWN: usize = 40;
+
+fn percent(value: f64) -> String {
+    format!("{:.2} %", value * 100.0)
+}
+
+/// Slider range and scale for a criterion.
+fn slider_range(criterion: Criterion, num_classes: usize) -> (f64, f64, bool) {
+    match criterion {
+        Criterion::Entropy => (1e-6, (num_classes.max(2) as f64).ln(), true),
+        Criterion::NormalizedEntropy => (1e-6, 1.0, true),
+        Criterion::MaxProbability => (1.0 / num_classes.max(1) as f64, 1.0, false),
+        Criterion::Margin => (0.0, 1.0, false),
+    }
+}
+
+/// Draws the explore tab.
+pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+    let variants: Vec<(String, usize)> = {
+        let mut seen = Vec::new();
+        for run in world.session.runs.iter().filter(|r| !world.session.is_calibration_run(r)) {
+            if !seen.iter().any(|(n, _): &(String, usize)| n == &run.info.variant) {
+                seen.push((run.info.variant.clone(), run.trace.early_exit_count()));
+            }
+        }
+        seen
+    };
+    if variants.is_empty() {
+        ui.heading("No traces yet");
+        ui.label("Open a session (the demo opens by default), or add variants and a dataset and run them in Runs.");
+        return;
+    }
+    let selected = saved.selected_variant.clone().filter(|v| variants.iter().any(|(n, _)| n == v));
+    let Some(selected) = selected.or_else(|| variants.iter().find(|(_, e)| *e > 0).map(|(n, _)| n.clone())) else {
+        return;
+    };
+
+    egui::Panel::left("explore_controls").resizable(true).default_size(360.0).show(ui, |ui| {
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            controls_ui(ui, saved, world, commands, &variants, &selected);
+        });
+    });
+    egui::CentralPanel::default().show(ui, |ui| plots_ui(ui, saved, world, &selected));
+}
+
+fn controls_ui(
+    ui: &mut egui::Ui,
+    saved: &SavedState,
+    world: &mut World,
+    commands: &mut Commands<'_>,
+    variants: &[(String, usize)],
+    selected: &str,
+) {
+    ui.heading("Variant");
+    egui::ComboBox::from_label("variant").selected_text(selected).width(220.0).show_ui(ui, |ui| {
+        for (name, early) in variants {
+            let label = if *early > 0 { format!("{name}  ({early} early exit{})", if *early > 1 { "s" } else { "" }) } else { name.clone() };
+            if ui.selectable_label(name == selected, label).clicked() {
+                commands.send(Command::SelectVariant(name.clone()));
+            }
+        }
+    });
+    let criterion = saved.criterion;
+    egui::ComboBox::from_label("criterion").selected_text(criterion.name()).show_ui(ui, |ui| {
+        for c in Criterion::ALL {
+            if ui.selectable_label(c == criterion, c.name()).clicked() {
+                commands.send(Command::SetCriterion(c));
+            }
+        }
+    });
+    let mut budget = saved.budget_pp;
+    ui.horizontal(|ui| {
+        ui.label("inf-opt accuracy budget (pp)");
+        if ui.add(egui::DragValue::new(&mut budget).range(0.0..=100.0).speed(0.05).max_decimals(2)).changed() {
+            commands.send(Command::SetBudget(budget));
+        }
+    });
+
+    let Some(index) = world.run_index(selected) else { return };
+    let Some(analysis) = world.analysis(index, criterion) else { return };
+    let run = &world.session.runs[index];
+    let early = run.trace.early_exit_count();
+    let num_classes = run.trace.num_classes;
+    ui.weak(format!("{} samples of {} on {} ({})", run.trace.len(), run.info.dataset, run.info.device.host, run.info.provider));
+    ui.separator();
+
+    let policy = world.policy_for(selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
+    if early > 0 {
+        ui.heading("Thresholds");
+        let verb = if criterion.exits_below() { "<=" } else { ">=" };
+        ui.weak(format!("a sample leaves at the first exit whose {} is {verb} its threshold", criterion.name()));
+        let (low, high, logarithmic) = slider_range(criterion, num_classes);
+        let mut thresholds = policy.thresholds.clone();
+        let mut changed = false;
+        for (exit, threshold) in thresholds.iter_mut().enumerate() {
+            *threshold = threshold.clamp(low, high);
+            let slider = egui::Slider::new(threshold, low..=high)
+                .logarithmic(logarithmic)
+                .smallest_positive(1e-6)
+                .max_decimals(6)
+                .text(format!("Exit {} threshold", exit + 1));
+            changed |= ui.add(slider).changed();
+        }
+        if changed {
+            commands.send(Command::SetPolicy(selected.to_string(), Policy { criterion, thresholds }));
+        }
+        ui.horizontal(|ui| {
+            let sweep = &analysis.sweep;
+            for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
+                let enabled = point.is_some();
+                if ui.add_enabled(enabled, egui::Button::new(format!("Set {label}"))).clicked()
+                    && let Some(p) = point
+                {
+                    commands.send(Command::SetPolicy(selected.to_string(), analysis.prepared.policy_at(&sweep.points[p])));
+                }
+            }
+            if ui.button("Verify").on_hover_text("Run the variant really skipping segments at this policy").clicked() {
+                commands.send(Command::Verify);
+            }
+        });
+    }
+
+    let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
+    ui.separator();
+    ui.heading("Outcome");
+    readouts_ui(ui, &outcome, analysis.prepared.base_accuracy());
+    verification_ui(ui, world, selected);
+}
+
+/// The live numbers. Each is one label, so tests and screen readers find it by its text.
+fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>) {
+    let delta = base_accuracy.map_or(String::new(), |b| format!(" ({:+.2} pp vs base)", (outcome.accuracy - b) * 100.0));
+    ui.label(format!("Accuracy: {}{delta}", percent(outcome.accuracy)));
+    if let Some(top5) = outcome.top5_accuracy {
+        ui.label(format!("Top-5 accuracy: {}", percent(top5)));
+    }
+    if let (Some(label), Some(probability)) = (outcome.label_loyalty, outcome.probability_loyalty) {
+        ui.label(format!("Label loyalty: {}", percent(label)));
+        ui.label(format!("Probability loyalty: {}", percent(probability)));
+    }
+    let exits = outcome.exit_rates.len();
+    for (exit, rate) in outcome.exit_rates.iter().enumerate() {
+        let name = if exit + 1 == exits { "final".to_string() } else { format!("exit {}", exit + 1) };
+        ui.label(format!("Exit rate, {name}: {}", percent(*rate)));
+    }
+    ui.label(format!("Predicted mean latency: {:.3} ms", outcome.latency.mean_us / 1000.0));
+    ui.label(format!("Predicted p99 latency: {:.3} ms", outcome.latency.p99_us / 1000.0));
+    if let Some(speedup) = outcome.speedup {
+        ui.label(format!("Speed-up vs base: {speedup:.2}x"));
+    }
+    if let (Some(early), Some(last)) = (outcome.early_exit_mean_latency_us, outcome.final_exit_mean_latency_us) {
+        ui.label(format!("Early / final exit latency: {:.3} / {:.3} ms", early / 1000.0, last / 1000.0));
+    }
+}
+
+fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str) {
+    if let Some(job) = world.jobs.iter().rev().find(|j| j.variant == selected && j.handle.is_some()) {
+        ui.add(egui::ProgressBar::new(job.done as f32 / job.total.max(1) as f32).text(format!("verifying… {}", job.phase)));
+    }
+    let Some(v) = world.verification.as_ref().filter(|v| v.variant == selected) else { return };
+    let mut measured = v.run.latency_us.clone();
+    let measured = crate::analysis::LatencySummary::from_values(&mut measured);
+    ui.separator();
+    ui.heading("Verified (dynamic run)");
+    egui::Grid::new("verification").striped(true).show(ui, |ui| {
+        ui.label("");
+        ui.strong("predicted");
+        ui.strong("measured");
+        ui.end_row();
+        for (name, predicted, real) in [
+            ("mean (ms)", v.predicted.latency.mean_us, measured.mean_us),
+            ("p50 (ms)", v.predicted.latency.p50_us, measured.p50_us),
+            ("p99 (ms)", v.predicted.latency.p99_us, measured.p99_us),
+        ] {
+            ui.label(name);
+            ui.label(format!("{:.3}", predicted / 1000.0));
+            ui.label(format!("{:.3}", real / 1000.0));
+            ui.end_row();
+        }
+    });
+    ui.label(format!("same exit as predicted: {} of {}", v.same_exit, v.run.exit_taken.len()));
+}
+
+fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: &str) {
+    let criterion = saved.criterion;
+    let Some(index) = world.run_index(selected) else { return };
+    let Some(analysis) = world.analysis(index, criterion) else { return };
+    let early = world.session.runs[index].trace.early_exit_count();
+    let policy = world.policy_for(selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
+    let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
+    let statics = static_points(world, index, criterion);
+
+    let height = (ui.available_height() / 2.0 - 24.0).max(180.0);
+    ui.columns(2, |columns| {
+        let ui = &mut columns[0];
+        ui.strong("Accuracy vs mean latency");
+        let sweep = &analysis.sweep;
+        let curve: Vec<[f64; 2]> = sweep.points.iter().map(|p| [p.mean_latency_us / 1000.0, p.accuracy * 100.0]).collect();
+        let mut all: Vec<(f64, f64)> = curve.iter().map(|p| (p[0], p[1])).collect();
+        all.extend(statics.iter().map(|(_, l, a)| (*l, *a)));
+        let front: Vec<[f64; 2]> = crate::analysis::pareto_front(&all).into_iter().map(|i| [all[i].0, all[i].1]).collect();
+        let response = Plot::new("accuracy_latency")
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label("mean latency (ms)")
+            .y_axis_label("accuracy (%)")
+            .show(ui, |plot| {
+                if early > 0 {
+                    plot.line(Line::new(format!("{selected} sweep"), PlotPoints::from(curve.clone())));
+                }
+                plot.line(Line::new("Pareto front", PlotPoints::from(front)).style(egui_plot::LineStyle::dashed_loose()));
+                for (name, latency, accuracy) in &statics {
+                    plot.points(Points::new(name.clone(), vec![[*latency, *accuracy]]).radius(5.0));
+                }
+                for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
+                    if let Some(p) = point.map(|i| &sweep.points[i]) {
+                        plot.points(
+                            Points::new(label, vec![[p.mean_latency_us / 1000.0, p.accuracy * 100.0]])
+                                .shape(egui_plot::MarkerShape::Diamond)
+                                .radius(6.0),
+                        );
+                    }
+                }
+                plot.points(
+                    Points::new("current", vec![[outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0]])
+                        .shape(egui_plot::MarkerShape::Circle)
+                        .filled(true)
+                        .radius(8.0),
+                );
+            });
+        world.plot_rect = Some(response.response.rect);
+
+        let ui = &mut columns[1];
+        ui.strong(format!("Exit rate vs threshold ({})", criterion.name()));
+        Plot::new("exit_rate_threshold")
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label(format!("threshold ({})", criterion.name()))
+            .y_axis_label("share of samples (%)")
+            .show(ui, |plot| {
+                let exits = sweep.points.first().map_or(0, |p| p.exit_rates.len());
+                for exit in 0..exits.saturating_sub(1) {
+                    let points: Vec<[f64; 2]> =
+                        sweep.points.iter().map(|p| [p.threshold, p.exit_rates[exit] * 100.0]).collect();
+                    plot.line(Line::new(format!("exit {}", exit + 1), PlotPoints::from(points)));
+                }
+                let total: Vec<[f64; 2]> = sweep.points.iter().map(|p| [p.threshold, p.early_exit_rate * 100.0]).collect();
+                plot.line(Line::new("all early exits", PlotPoints::from(total)));
+                for threshold in &policy.thresholds {
+                    plot.vline(VLine::new("current", *threshold));
+                }
+            });
+    });
+    ui.columns(2, |columns| {
+        let ui = &mut columns[0];
+        ui.strong("Predicted latency by exit");
+        histogram_ui(ui, &analysis.prepared.exits_and_latencies(&policy), height);
+        let ui = &mut columns[1];
+        changed_samples_ui(ui, world, index, &policy);
+    });
+}
+
+/// Static variants (and the base) on the same dataset and device: (name, mean latency ms, accuracy %).
+fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(String, f64, f64)> {
+    let Some(reference) = world.run(index).map(|r| r.info.clone()) else { return Vec::new() };
+    let candidates: Vec<usize> = (0..world.session.runs.len())
+        .filter(|&i| {
+            let r = &world.session.runs[i];
+            i != index
+                && r.trace.early_exit_count() == 0
+                && r.info.dataset == reference.dataset
+                && r.info.device.host == reference.device.host
+                && r.info.provider == reference.provider
+        })
+        .collect();
+    let mut points = Vec::new();
+    for i in candidates {
+        let name = world.session.runs[i].info.variant.clone();
+        if let Some(analysis) = world.analysis(i, criterion) {
+            let outcome = analysis.prepared.evaluate(&Policy::never_exit(criterion, 0));
+            points.push((name, outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0));
+        }
+    }
+    points
+}
+
+fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], height: f32) {
+    if samples.is_empty() {
+        return;
+    }
+    let max_us = samples.iter().map(|s| s.1).fold(0f32, f32::max).max(1.0);
+    let bins = 40usize;
+    let width_ms = f64::from(max_us) / 1000.0 / bins as f64;
+    let exits = samples.iter().map(|s| usize::from(s.0)).max().unwrap_or(0) + 1;
+    let mut counts = vec![vec![0usize; bins]; exits];
+    for &(exit, latency) in samples {
+        let bin = ((latency / max_us) * (bins as f32 - 1e-3)) as usize;
+        counts[usize::from(exit)][bin.min(bins - 1)] += 1;
+    }
+    Plot::new("latency_histogram")
+        .height(height)
+        .legend(Legend::default())
+        .x_axis_label("predicted latency (ms)")
+        .y_axis_label("samples")
+        .show(ui, |plot| {
+            let mut below: Vec<f64> = vec![0.0; bins];
+            for (exit, bins_of_exit) in counts.iter().enumerate() {
+                let name = if exit + 1 == exits { "final exit".to_string() } else { format!("exit {}", exit + 1) };
+                let bars: Vec<Bar> = bins_of_exit
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &c)| {
+                        Bar::new((b as f64 + 0.5) * width_ms, c as f64).width(width_ms * 0.95).base_offset(below[b])
+                    })
+                    .collect();
+                for (b, &c) in bins_of_exit.iter().enumerate() {
+                    below[b] += c as f64;
+                }
+                plot.bar_chart(BarChart::new(name, bars));
+            }
+        });
+}
+
+/// The samples whose top-1 label differs from the base's under the current policy, with thumbnails.
+fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, policy: &Policy) {
+    let Some(analysis) = world.analysis(index, policy.criterion) else { return };
+    let run = &world.session.runs[index];
+    let Some(base) = crate::report::base_run(&world.session, run).filter(|b| b.trace.len() == run.trace.len()) else {
+        ui.strong("Changed against the base");
+        ui.weak("no base trace on this dataset and device");
+        return;
+    };
+    let exits = analysis.prepared.exit_of_each_sample(policy);
+    let base_final = base.trace.exits.len() - 1;
+    let changed: Vec<(usize, u8, u16, u16, u32)> = exits
+        .iter()
+        .enumerate()
+        .filter_map(|(s, &e)| {
+            let variant_label = run.trace.exits[usize::from(e)].predicted(s);
+            let base_label = base.trace.exits[base_final].predicted(s);
+            (variant_label != base_label).then_some((s, e, base_label, variant_label, run.trace.labels[s]))
+        })
+        .collect();
+    let early_exits = run.trace.early_exit_count();
+    let dataset_name = run.info.dataset.clone();
+    ui.strong(format!("Changed against the base: {} samples", changed.len()));
+    let classes: Vec<String> =
+        world.session.datasets.iter().find(|d| d.name == dataset_name).map(|d| d.classes.clone()).unwrap_or_default();
+    let class_name = |c: u32| classes.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+    let dataset = world.dataset(&dataset_name).ok();
+    egui::ScrollArea::vertical().id_salt("changed_samples").show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            for &(sample, exit, base_label, variant_label, truth) in changed.iter().take(CHANGED_SAMPLES_SHOWN) {
+                let exit_name = if usize::from(exit) == early_exits { "final".to_string() } else { format!("exit {}", exit + 1) };
+                ui.vertical(|ui| {
+                    if let Some(texture) = dataset.as_ref().and_then(|d| thumbnail(ui.ctx(), world, d, sample)) {
+                        ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(56.0, 56.0)));
+                    }
+                    ui.small(format!("#{sample} {exit_name}"));
+                    ui.small(format!("base: {}", class_name(u32::from(base_label))));
+                    ui.small(format!("now: {}", class_name(u32::from(variant_label))));
+                    ui.small(format!("true: {}", class_name(truth)));
+                });
+            }
+        });
+        if changed.len() > CHANGED_SAMPLES_SHOWN {
+            ui.weak(format!("… and {} more", changed.len() - CHANGED_SAMPLES_SHOWN));
+        }
+    });
+}
+
+/// A cached texture of one dataset sample.
+pub(super) fn thumbnail(
+    ctx: &egui::Context,
+    world: &mut World,
+    dataset: &crate::data::Dataset,
+    sample: usize,
+) -> Option<egui::TextureHandle> {
+    let key = (dataset.name.clone(), sample);
+    if let Some(texture) = world.thumbnails.get(&key) {
+        return Some(texture.clone());
+    }
+    let (width, height, channels, pixels) = dataset.thumbnail(sample).ok()?;
+    let size = [width as usize, height as usize];
+    let image = if channels == 1 {
+        egui::ColorImage::from_gray(size, &pixels)
+    } else {
+        egui::ColorImage::from_rgb(size, &pixels)
+    };
+    let texture = ctx.load_texture(format!("{}#{sample}", dataset.name), image, egui::TextureOptions::NEAREST);
+    world.thumbnails.insert(key, texture.clone());
+    Some(texture)
+}

@@ -1,0 +1,133 @@
+//! The runs view: pick variants, a dataset and a device, run them in the background (one progress bar per
+//! job, with rate, ETA and a cancel that really stops), and look at the resource timeline of any run.
+
+use eframe::egui;
+
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+
+use super::state::SavedState;
+use super::world::{JobKind, World};
+use super::{Command, Commands};
+
+/// Draws the runs tab.
+pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+    ui.heading("Run variants");
+    ui.horizontal(|ui| {
+        ui.label("device:");
+        ui.label("this machine (remote runners arrive with the device runner)");
+    });
+    ui.horizontal(|ui| {
+        ui.label("dataset:");
+        let current = world.run_dataset.clone().unwrap_or_else(|| "choose…".into());
+        egui::ComboBox::from_id_salt("run_dataset").selected_text(current).show_ui(ui, |ui| {
+            for entry in &world.session.datasets {
+                let selected = world.run_dataset.as_deref() == Some(entry.name.as_str());
+                if ui.selectable_label(selected, format!("{} ({} samples)", entry.name, entry.samples)).clicked() {
+                    commands.send(Command::SetRunDataset(entry.name.clone()));
+                }
+            }
+        });
+    });
+    let (mut threads, mut warmup, mut limit) = (saved.run_threads, saved.run_warmup, saved.run_limit);
+    ui.horizontal(|ui| {
+        let mut changed = false;
+        ui.label("intra-op threads (0 = auto)");
+        changed |= ui.add(egui::DragValue::new(&mut threads).range(0..=256)).changed();
+        ui.label("warm-up runs");
+        changed |= ui.add(egui::DragValue::new(&mut warmup).range(0..=10_000)).changed();
+        ui.label("sample limit (0 = all)");
+        changed |= ui.add(egui::DragValue::new(&mut limit).range(0..=10_000_000)).changed();
+        if changed {
+            commands.send(Command::SetRunSettings { threads, warmup, limit });
+        }
+    });
+    ui.label("variants:");
+    ui.horizontal_wrapped(|ui| {
+        for variant in &world.session.variants {
+            let mut ticked = world.run_selection.contains(&variant.name);
+            if ui.checkbox(&mut ticked, &variant.name).changed() {
+                commands.send(Command::ToggleRunSelection(variant.name.clone()));
+            }
+        }
+    });
+    if ui.button("Run selected").clicked() {
+        commands.send(Command::StartRuns);
+    }
+    ui.separator();
+    ui.heading("Jobs");
+    if world.jobs.is_empty() {
+        ui.weak("no jobs yet");
+    }
+    for job in world.jobs.iter().rev() {
+        ui.horizontal(|ui| {
+            let kind = match job.kind {
+                JobKind::Trace => "trace",
+                JobKind::Verify(_) => "verify",
+            };
+            ui.label(format!("{} on {} ({kind})", job.variant, job.dataset));
+            let fraction = job.done as f32 / job.total.max(1) as f32;
+            let rate = job.rate().map_or(String::new(), |r| format!(", {r:.0} samples/s"));
+            let eta = job.eta_s().filter(|_| job.handle.is_some()).map_or(String::new(), |e| format!(", ETA {e:.0} s"));
+            let text = format!("{}/{} {}{rate}{eta}", job.done, job.total, job.phase);
+            ui.add(egui::ProgressBar::new(fraction).desired_width(320.0).text(text));
+            if job.handle.is_some() && ui.button("Cancel").clicked() {
+                commands.send(Command::CancelJob(job.id));
+            }
+        });
+    }
+    ui.separator();
+    timeline_ui(ui, world, commands);
+}
+
+fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
+    ui.heading("Resource timeline");
+    let label = |i: usize| {
+        let r = &world.session.runs[i].info;
+        format!("{} on {} ({})", r.variant, r.dataset, r.device.host)
+    };
+    let current = world.timeline_run.filter(|&i| i < world.session.runs.len());
+    egui::ComboBox::from_id_salt("timeline_run")
+        .selected_text(current.map_or("choose a run…".into(), label))
+        .show_ui(ui, |ui| {
+            for i in 0..world.session.runs.len() {
+                if ui.selectable_label(current == Some(i), label(i)).clicked() {
+                    commands.send(Command::ShowTimeline(i));
+                }
+            }
+        });
+    let Some(index) = current else { return };
+    let info = &world.session.runs[index].info;
+    ui.label(format!("{} — {}", info.device.summary(), info.provider));
+    let Some(timeline) = info.resources.as_ref().filter(|t| !t.samples.is_empty()) else {
+        ui.weak("this run has no resource readings (sampler off or too short)");
+        return;
+    };
+    ui.label(format!(
+        "{} readings every {} ms; sampler cost {:.3} % of one core",
+        timeline.samples.len(),
+        timeline.interval_ms,
+        timeline.sampler_overhead_percent
+    ));
+    ui.columns(2, |columns| {
+        let cpu: Vec<[f64; 2]> = timeline.samples.iter().map(|s| [f64::from(s.t_s), f64::from(s.cpu_percent)]).collect();
+        let gpu: Vec<[f64; 2]> = timeline
+            .samples
+            .iter()
+            .filter_map(|s| s.gpu_percent.map(|g| [f64::from(s.t_s), f64::from(g)]))
+            .collect();
+        Plot::new("cpu_timeline").height(220.0).legend(Legend::default()).x_axis_label("s").y_axis_label("%").show(
+            &mut columns[0],
+            |plot| {
+                plot.line(Line::new("CPU (all cores)", PlotPoints::from(cpu)));
+                if !gpu.is_empty() {
+                    plot.line(Line::new("GPU", PlotPoints::from(gpu)));
+                }
+            },
+        );
+        let rss: Vec<[f64; 2]> = timeline.samples.iter().map(|s| [f64::from(s.t_s), s.rss_bytes as f64 / 1e6]).collect();
+        Plot::new("rss_timeline").height(220.0).legend(Legend::default()).x_axis_label("s").y_axis_label("MB").show(
+            &mut columns[1],
+            |plot| plot.line(Line::new("RSS", PlotPoints::from(rss))),
+        );
+    });
+}
