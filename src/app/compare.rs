@@ -76,7 +76,7 @@ fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool
             for (column, title) in table.columns.iter().enumerate() {
                 let arrow = match sort {
                     Some((id, c, ascending)) if *id == table.id && *c == column => {
-                        if *ascending { " ▲" } else { " ▼" }
+                        if *ascending { " (ascending)" } else { " (descending)" }
                     }
                     _ => "",
                 };

@@ -84,8 +84,9 @@ fn controls_ui(
     });
     let mut budget = saved.budget_pp;
     ui.horizontal(|ui| {
-        ui.label("inf-opt accuracy budget (pp)");
-        if ui.add(egui::DragValue::new(&mut budget).range(0.0..=100.0).speed(0.05).max_decimals(2)).changed() {
+        let label = ui.label("inf-opt accuracy budget (pp)");
+        let budget_box = egui::DragValue::new(&mut budget).range(0.0..=100.0).speed(0.05).max_decimals(2);
+        if ui.add(budget_box).labelled_by(label.id).changed() {
             commands.send(Command::SetBudget(budget));
         }
     });
@@ -302,7 +303,10 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], height: f32) {
     if samples.is_empty() {
         return;
     }
-    let max_us = samples.iter().map(|s| s.1).fold(0f32, f32::max).max(1.0);
+    // The range ends a little past the 99th percentile; rarer outliers gather in the last bin.
+    let mut latencies: Vec<f32> = samples.iter().map(|s| s.1).collect();
+    let p99 = crate::analysis::LatencySummary::from_values(&mut latencies).p99_us as f32;
+    let max_us = (p99 * 1.25).max(1.0);
     let bins = 40usize;
     let width_ms = f64::from(max_us) / 1000.0 / bins as f64;
     let exits = samples.iter().map(|s| usize::from(s.0)).max().unwrap_or(0) + 1;

@@ -22,7 +22,7 @@ use crate::data::Dataset;
 use crate::model::Variant;
 use crate::report::Format;
 use crate::runtime::{Job, JobMessage, LocalRunner, RunEvent, RunMode, RunOutput, RunSettings, spawn_job};
-use crate::session::{Session, VariantEntry};
+use crate::session::{Session, VariantEntry, write_atomically};
 pub use state::{SavedState, Tab};
 use world::{DialogResult, JobKind, JobSlot, Verification, World};
 
@@ -104,6 +104,33 @@ pub struct EdgescopeApp {
     /// Commands emitted while drawing, applied in the next `logic`.
     pending: Vec<Command>,
     ctx: egui::Context,
+    /// Scripted screenshots for the README, if requested.
+    script: Option<ScreenshotScript>,
+}
+
+/// Takes the README's screenshots: shows each tab, waits for it to settle, captures the window, then closes.
+pub struct ScreenshotScript {
+    directory: PathBuf,
+    steps: Vec<(Tab, &'static str)>,
+    frames_on_step: u32,
+    waiting_for_capture: bool,
+}
+
+impl ScreenshotScript {
+    /// Screenshots of the explore, compare, models and runs tabs into `directory`.
+    pub fn new(directory: PathBuf) -> Self {
+        Self {
+            directory,
+            steps: vec![
+                (Tab::Explore, "explore.png"),
+                (Tab::Compare, "compare.png"),
+                (Tab::Models, "models.png"),
+                (Tab::Runs, "runs.png"),
+            ],
+            frames_on_step: 0,
+            waiting_for_capture: false,
+        }
+    }
 }
 
 /// A command sink handed to drawing code.
@@ -135,7 +162,7 @@ impl EdgescopeApp {
 
     /// Creates the app from a saved state (used by tests).
     pub fn with_state(ctx: egui::Context, saved: SavedState, session: Option<PathBuf>) -> Self {
-        let mut app = Self { saved, world: World::default(), pending: Vec::new(), ctx };
+        let mut app = Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None };
         let start = session
             .or_else(|| app.saved.session_path.clone().filter(|p| p.is_file()))
             .or_else(demo_session_path);
@@ -143,6 +170,45 @@ impl EdgescopeApp {
             app.apply(Command::OpenSession(path));
         }
         app
+    }
+
+    /// Runs `script` (the README's screenshots) and closes the window when it is done.
+    pub fn with_script(mut self, script: ScreenshotScript) -> Self {
+        self.saved.hint_dismissed = true;
+        self.saved.tab = Tab::Explore;
+        self.script = Some(script);
+        self
+    }
+
+    /// Advances the screenshot script by one frame.
+    fn drive_script(&mut self, ctx: &egui::Context) {
+        let Some(script) = self.script.as_mut() else { return };
+        if script.waiting_for_capture {
+            if self.world.capture_done {
+                self.world.capture_done = false;
+                script.waiting_for_capture = false;
+                script.steps.remove(0);
+                script.frames_on_step = 0;
+            }
+            ctx.request_repaint();
+            return;
+        }
+        self.world.notice = None;
+        let Some(&(tab, file)) = script.steps.first() else {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        };
+        if self.saved.tab != tab {
+            self.saved.tab = tab;
+        }
+        script.frames_on_step += 1;
+        // A few frames let plots lay out and textures upload before the capture.
+        if script.frames_on_step >= 10 {
+            script.waiting_for_capture = true;
+            let path = script.directory.join(file);
+            self.pending.push(Command::CaptureViewport(path, false));
+        }
+        ctx.request_repaint();
     }
 
     /// Queues a command (tests use this as a user would use a widget).
@@ -468,6 +534,7 @@ impl EdgescopeApp {
                 Ok(()) => self.world.notice = Some(format!("saved {}", path.display())),
                 Err(e) => self.world.error(format!("cannot save {}: {e}", path.display())),
             }
+            self.world.capture_done = true;
         }
         self.drain_jobs();
     }
@@ -598,7 +665,7 @@ impl EdgescopeApp {
     fn messages_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands<'_>) {
         for (index, error) in self.world.errors.iter().enumerate() {
             ui.horizontal(|ui| {
-                ui.colored_label(ui.visuals().error_fg_color, format!("⚠ {error}"));
+                ui.colored_label(ui.visuals().error_fg_color, format!("Error: {error}"));
                 if ui.small_button("dismiss").clicked() {
                     commands.send(Command::DismissError(index));
                 }
@@ -632,20 +699,6 @@ fn first_early_exit_variant(world: &World) -> Option<String> {
         .map(|r| r.info.variant.clone())
 }
 
-/// Writes a file atomically (temporary file, then rename).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let directory = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut temporary = tempfile::NamedTempFile::new_in(&directory)?;
-    temporary.write_all(bytes)?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 /// Saves a viewport capture (optionally cropped to `region`, in points) as PNG.
 fn save_capture(path: &Path, region: Option<egui::Rect>, pixels_per_point: f32, image: &egui::ColorImage) -> Result<(), String> {
     let [width, height] = image.size;
@@ -676,6 +729,7 @@ fn save_capture(path: &Path, region: Option<egui::Rect>, pixels_per_point: f32, 
 impl eframe::App for EdgescopeApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain(ctx);
+        self.drive_script(ctx);
         self.apply_pending();
         if self.world.jobs.iter().any(|j| j.handle.is_some()) {
             // Keep the progress bars moving even when the worker's own repaints are rate-limited.
@@ -709,8 +763,9 @@ impl eframe::App for EdgescopeApp {
     }
 }
 
-/// Opens the app window (blocking until it closes).
-pub fn run_app(session: Option<PathBuf>) -> Result<(), String> {
+/// Opens the app window (blocking until it closes). With `screenshots`, takes the README's screenshots into
+/// that folder and closes.
+pub fn run_app(session: Option<PathBuf>, screenshots: Option<PathBuf>) -> Result<(), String> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("edgescope")
@@ -718,6 +773,16 @@ pub fn run_app(session: Option<PathBuf>) -> Result<(), String> {
             .with_min_inner_size([900.0, 600.0]),
         ..Default::default()
     };
-    eframe::run_native("edgescope", options, Box::new(move |cc| Ok(Box::new(EdgescopeApp::new(cc, session)))))
+    eframe::run_native(
+        "edgescope",
+        options,
+        Box::new(move |cc| {
+            let app = EdgescopeApp::new(cc, session);
+            Ok(Box::new(match screenshots {
+                Some(directory) => app.with_script(ScreenshotScript::new(directory)),
+                None => app,
+            }))
+        }),
+    )
         .map_err(|e| format!("cannot open the window: {e}; on Linux a display (X11 or Wayland) and OpenGL are needed"))
 }

@@ -23,7 +23,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
             ui.label("none yet");
         }
         let variants = world.session.variants.clone();
-        for variant in &variants {
+        for (position, variant) in variants.iter().enumerate() {
             let base_size = world.session.base_of(&variant.name).and_then(|b| world.session.variant(&b)).map(|b| b.size_bytes);
             let compression = base_size.and_then(|b| crate::analysis::compression_ratio(b, variant.size_bytes));
             let header = format!(
@@ -34,7 +34,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                 variant.parameter_count,
                 compression.map_or(String::new(), |c| format!("   compression {c:.2}x"))
             );
-            egui::CollapsingHeader::new(header).id_salt(("variant", &variant.name)).show(ui, |ui| {
+            egui::CollapsingHeader::new(header).id_salt(("variant", &variant.name)).default_open(position == 0).show(ui, |ui| {
                 ui.label(format!("file: {}", variant.path.display()));
                 ui.label(format!(
                     "{} segment(s), {} early exit(s), {} classes, base: {}",
@@ -47,7 +47,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                 ui.horizontal_wrapped(|ui| {
                     for (op, count) in &variant.op_histogram {
                         let quantized = op.contains("Quant") || op.contains("Integer") || op.starts_with("QLinear");
-                        let text = egui::RichText::new(format!("{op} ×{count}"));
+                        let text = egui::RichText::new(format!("{op} x{count}"));
                         ui.label(if quantized { text.strong() } else { text });
                     }
                 });
@@ -56,10 +56,11 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
         ui.separator();
         ui.heading("Datasets");
         let datasets = world.session.datasets.clone();
-        for entry in &datasets {
+        for (position, entry) in datasets.iter().enumerate() {
             let role = if world.is_calibration(&entry.name) { " (calibration)" } else { "" };
             egui::CollapsingHeader::new(format!("{}{role}   {} samples, {} classes", entry.name, entry.samples, entry.classes.len()))
                 .id_salt(("dataset", &entry.name))
+                .default_open(position == 0)
                 .show(ui, |ui| {
                     ui.label(format!("source: {}", entry.path.display()));
                     match world.dataset(&entry.name) {

@@ -17,9 +17,8 @@ pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, command
         ui.label("this machine (remote runners arrive with the device runner)");
     });
     ui.horizontal(|ui| {
-        ui.label("dataset:");
         let current = world.run_dataset.clone().unwrap_or_else(|| "choose…".into());
-        egui::ComboBox::from_id_salt("run_dataset").selected_text(current).show_ui(ui, |ui| {
+        egui::ComboBox::from_label("dataset to run on").selected_text(current).show_ui(ui, |ui| {
             for entry in &world.session.datasets {
                 let selected = world.run_dataset.as_deref() == Some(entry.name.as_str());
                 if ui.selectable_label(selected, format!("{} ({} samples)", entry.name, entry.samples)).clicked() {
@@ -31,12 +30,14 @@ pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, command
     let (mut threads, mut warmup, mut limit) = (saved.run_threads, saved.run_warmup, saved.run_limit);
     ui.horizontal(|ui| {
         let mut changed = false;
-        ui.label("intra-op threads (0 = auto)");
-        changed |= ui.add(egui::DragValue::new(&mut threads).range(0..=256)).changed();
-        ui.label("warm-up runs");
-        changed |= ui.add(egui::DragValue::new(&mut warmup).range(0..=10_000)).changed();
-        ui.label("sample limit (0 = all)");
-        changed |= ui.add(egui::DragValue::new(&mut limit).range(0..=10_000_000)).changed();
+        for (label, value, max) in [
+            ("intra-op threads (0 = auto)", &mut threads, 256),
+            ("warm-up runs", &mut warmup, 10_000),
+            ("sample limit (0 = all)", &mut limit, 10_000_000),
+        ] {
+            let label = ui.label(label);
+            changed |= ui.add(egui::DragValue::new(value).range(0..=max)).labelled_by(label.id).changed();
+        }
         if changed {
             commands.send(Command::SetRunSettings { threads, warmup, limit });
         }
@@ -86,7 +87,7 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
         format!("{} on {} ({})", r.variant, r.dataset, r.device.host)
     };
     let current = world.timeline_run.filter(|&i| i < world.session.runs.len());
-    egui::ComboBox::from_id_salt("timeline_run")
+    egui::ComboBox::from_label("run")
         .selected_text(current.map_or("choose a run…".into(), label))
         .show_ui(ui, |ui| {
             for i in 0..world.session.runs.len() {

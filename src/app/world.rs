@@ -150,6 +150,8 @@ pub struct World {
     pub table_sort: Option<(String, usize, bool)>,
     /// The run whose resource timeline is shown.
     pub timeline_run: Option<usize>,
+    /// Set when a viewport capture was written (the screenshot script waits for it).
+    pub capture_done: bool,
 }
 
 impl Default for World {
@@ -180,6 +182,7 @@ impl Default for World {
             rows_cache: None,
             table_sort: None,
             timeline_run: None,
+            capture_done: false,
         }
     }
 }

@@ -23,20 +23,26 @@ use crate::session::{DatasetEntry, Session, VariantEntry};
 #[command(name = "edgescope", version, about, long_about = None)]
 pub struct Cli {
     /// Session to open in the desktop app (default: the last one, else the demo session).
-    #[arg(long, global = false)]
+    #[arg(long)]
     pub session: Option<PathBuf>,
+    /// Take the README's screenshots into this folder, then close (run under Xvfb: see README).
+    #[arg(long, hide = true)]
+    pub screenshots: Option<PathBuf>,
     /// What to do; without a command the desktop app opens.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[cfg(feature = "gui")]
-fn open_app(session: Option<PathBuf>) -> Result<()> {
-    crate::app::run_app(session).map_err(|e| anyhow!(e))
+fn open_app(session: Option<PathBuf>, screenshots: Option<PathBuf>) -> Result<()> {
+    if let Some(directory) = &screenshots {
+        std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
+    }
+    crate::app::run_app(session, screenshots).map_err(|e| anyhow!(e))
 }
 
 #[cfg(not(feature = "gui"))]
-fn open_app(_session: Option<PathBuf>) -> Result<()> {
+fn open_app(_session: Option<PathBuf>, _screenshots: Option<PathBuf>) -> Result<()> {
     use clap::CommandFactory;
     Cli::command().print_help()?;
     println!("\n\nThis build has no desktop app (built without the `gui` feature); use the commands above.");
@@ -199,7 +205,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep(&args),
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Inspect(args)) => inspect(&args),
-        None => open_app(cli.session),
+        None => open_app(cli.session, cli.screenshots),
     }
 }
 

@@ -272,19 +272,28 @@ impl Session {
         };
         std::fs::create_dir_all(&directory).map_err(io)?;
         let absolute_directory = std::path::absolute(&directory).map_err(io)?;
-        let text = self.to_json(&absolute_directory);
-        let mut temporary = tempfile::NamedTempFile::new_in(&directory).map_err(io)?;
-        temporary.write_all(text.as_bytes()).map_err(io)?;
-        #[cfg(unix)]
-        {
-            // NamedTempFile is created private (0600); a session is an ordinary document.
-            use std::os::unix::fs::PermissionsExt;
-            temporary.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
-        }
-        temporary.as_file().sync_all().map_err(io)?;
-        temporary.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        write_atomically(path, self.to_json(&absolute_directory).as_bytes()).map_err(io)
     }
+}
+
+/// Writes a file atomically: a temporary file in the same folder, flushed to disk, then renamed over the
+/// target, so a crash never leaves a half-written file. The result is an ordinary 0644 document.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temporary = tempfile::NamedTempFile::new_in(&directory)?;
+    temporary.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        // NamedTempFile is created private (0600).
+        use std::os::unix::fs::PermissionsExt;
+        temporary.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Version 1 of the file layout.

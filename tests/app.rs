@@ -1,0 +1,153 @@
+//! The desktop app driven through its accessibility tree with egui_kittest: no display needed.
+#![cfg(feature = "gui")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::fixture;
+use edgescope::analysis::PreparedTrace;
+use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use eframe::egui;
+
+fn harness(session: PathBuf, tab: Tab) -> Harness<'static, EdgescopeApp> {
+    let saved = SavedState { hint_dismissed: true, tab, ..SavedState::default() };
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)))
+}
+
+/// The text of a node: a button's label, or a text label's value.
+fn text_of(node: &egui_kittest::kittest::AccessKitNode<'_>) -> Option<String> {
+    node.label().or_else(|| node.value())
+}
+
+/// The text of the label that starts with `prefix`.
+fn label_starting(harness: &Harness<'_, EdgescopeApp>, prefix: &str) -> String {
+    let node = harness.query_all_by(|n| text_of(n).is_some_and(|l| l.starts_with(prefix))).next();
+    node.and_then(|n| text_of(&n.accesskit_node())).unwrap_or_else(|| panic!("no text starts with {prefix:?}"))
+}
+
+/// True when some node's text starts with `prefix`.
+fn has_text_starting(harness: &Harness<'_, EdgescopeApp>, prefix: &str) -> bool {
+    harness.query_all_by(|n| text_of(n).is_some_and(|l| l.starts_with(prefix))).next().is_some()
+}
+
+/// A copy of the v1 fixture session next to the fixtures it names, so the test can save without touching it.
+fn session_copy(dir: &tempfile::TempDir) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("sessions/v1.json")).expect("fixture session");
+    let session = edgescope::session::Session::from_json(&text, &fixture("sessions/v1.json")).expect("parses");
+    let path = dir.path().join("session.json");
+    session.save(&path).expect("save copy");
+    path
+}
+
+#[test]
+fn dragging_a_threshold_slider_updates_the_readouts_to_the_engines_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Explore);
+    harness.run();
+    assert_eq!(harness.state().saved.selected_variant.as_deref(), Some("tiny/ee"));
+    let accuracy_before = label_starting(&harness, "Accuracy: ");
+    let exit_rate_before = label_starting(&harness, "Exit rate, exit 1: ");
+
+    // Drag the slider from its handle to the far left: a tiny entropy threshold, almost no early exits.
+    let slider = harness.get_by_role_and_label(Role::Slider, "Exit 1 threshold");
+    let rect = slider.rect();
+    // Pressing on the rail moves the value there; then drag to the far left.
+    let start = rect.center();
+    harness.hover_at(start);
+    harness.drag_at(start);
+    harness.run_steps(2);
+    harness.hover_at(egui::pos2(rect.left() + 1.0, rect.center().y));
+    harness.run_steps(2);
+    harness.drop_at(egui::pos2(rect.left() + 1.0, rect.center().y));
+    harness.run();
+
+    let policy = harness.state().world.session.policies.get("tiny/ee").cloned().expect("the drag set a policy");
+    let accuracy_after = label_starting(&harness, "Accuracy: ");
+    let exit_rate_after = label_starting(&harness, "Exit rate, exit 1: ");
+    assert_ne!(exit_rate_before, exit_rate_after, "the exit rate follows the slider");
+
+    // The readouts are exactly what the engine computes for that threshold.
+    let session = &harness.state().world.session;
+    let run = session.runs.iter().find(|r| r.info.variant == "tiny/ee").expect("run");
+    let base = session.runs.iter().find(|r| r.info.variant == "tiny/base").expect("base run");
+    let outcome = PreparedTrace::new(&run.trace, Some(&base.trace), policy.criterion).evaluate(&policy);
+    assert!(accuracy_after.starts_with(&format!("Accuracy: {:.2} %", outcome.accuracy * 100.0)), "{accuracy_after}");
+    assert_eq!(exit_rate_after, format!("Exit rate, exit 1: {:.2} %", outcome.exit_rates[0] * 100.0));
+    assert!(accuracy_before.starts_with("Accuracy: "));
+}
+
+#[test]
+fn a_run_can_be_started_and_cancelled_and_the_old_trace_is_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Runs);
+    harness.run();
+    let runs_before = harness.state().world.session.runs.clone();
+    // heavy.onnx takes milliseconds per sample: 500 samples leave time to cancel.
+    harness.state_mut().send(Command::AddFiles(vec![fixture("heavy.onnx"), fixture("fmnist500/dataset.toml")]));
+    harness.run();
+    harness.state_mut().send(Command::SetRunDataset("fmnist500".into()));
+    harness.run();
+    let selection = harness.state().world.run_selection.clone();
+    for name in selection.iter().filter(|n| n.as_str() != "heavy") {
+        harness.state_mut().send(Command::ToggleRunSelection(name.clone()));
+    }
+    harness.run();
+    harness.get_by_label("Run selected").click();
+    harness.run();
+    let started = Instant::now();
+    while harness.query_by_label("Cancel").is_none() && started.elapsed() < Duration::from_secs(30) {
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.get_by_label("Cancel").click();
+    let started = Instant::now();
+    while harness.state().world.jobs.iter().any(|j| j.handle.is_some()) && started.elapsed() < Duration::from_secs(60) {
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let job = harness.state().world.jobs.last().expect("a job");
+    assert!(job.handle.is_none(), "the job stopped");
+    assert!(job.phase.starts_with("cancelled"), "{}", job.phase);
+    assert!(job.done < 500, "cancel really stopped the run ({} samples)", job.done);
+    assert_eq!(harness.state().world.session.runs, runs_before, "an incomplete run replaces nothing");
+}
+
+#[test]
+fn a_bad_file_shows_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broken = dir.path().join("broken.onnx");
+    std::fs::write(&broken, b"not an onnx model").expect("write");
+    let mut harness = harness(session_copy(&dir), Tab::Models);
+    harness.run();
+    harness.state_mut().send(Command::AddFiles(vec![broken.clone()]));
+    harness.run();
+    let message = label_starting(&harness, "Error: ");
+    assert!(message.contains("broken.onnx") && message.contains("not a usable ONNX model"), "{message}");
+    // Dismissing removes it.
+    harness.get_by_label("dismiss").click();
+    harness.run();
+    assert!(!has_text_starting(&harness, "Error: "));
+}
+
+#[test]
+fn the_compare_tab_shows_the_study_tables() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Compare);
+    harness.run();
+    for title in ["Table 2 - fidelity and compression", "Tables 3-6 - performance", "Table 7 - early exit"] {
+        assert!(has_text_starting(&harness, title), "{title}");
+    }
+    assert!(has_text_starting(&harness, "tiny/ee (acc-opt, T = "));
+    assert!(has_text_starting(&harness, "tiny/ee (inf-opt, T = "));
+    // Sorting by accuracy puts the most accurate row first.
+    harness.get_all_by_label("Accuracy (%)").next().expect("Table 2 header").click();
+    harness.run();
+    assert_eq!(harness.state().world.table_sort, Some(("table2".to_string(), 4, false)));
+}
