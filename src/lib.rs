@@ -5,11 +5,11 @@
 //! [`runtime`] (ONNX Runtime), [`session`] (saved files), [`report`] (tables), and the binaries on top.
 
 pub mod analysis;
+#[cfg(feature = "gui")]
+pub mod app;
 pub mod cli;
 pub mod data;
 pub mod model;
 pub mod report;
 pub mod runtime;
 pub mod session;
-#[cfg(feature = "gui")]
-pub mod app;

@@ -51,7 +51,8 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
 
 /// Numeric value of a cell for sorting ("89.40", "2.37x", "0.011/0.019" -> first number); text otherwise.
 fn sort_key(cell: &str) -> Result<f64, String> {
-    let number: String = cell.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-' || *c == '+').collect();
+    let number: String =
+        cell.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-' || *c == '+').collect();
     number.parse::<f64>().map_err(|_| cell.to_string())
 }
 
@@ -76,7 +77,11 @@ fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool
             for (column, title) in table.columns.iter().enumerate() {
                 let arrow = match sort {
                     Some((id, c, ascending)) if *id == table.id && *c == column => {
-                        if *ascending { " (ascending)" } else { " (descending)" }
+                        if *ascending {
+                            " (ascending)"
+                        } else {
+                            " (descending)"
+                        }
                     }
                     _ => "",
                 };
@@ -96,7 +101,8 @@ fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool
 }
 
 fn scatter_ui(ui: &mut egui::Ui, world: &mut World, rows: &[Row]) {
-    let latency: Vec<(f64, f64)> = rows.iter().map(|r| (r.outcome.latency.mean_us / 1000.0, r.outcome.accuracy * 100.0)).collect();
+    let latency: Vec<(f64, f64)> =
+        rows.iter().map(|r| (r.outcome.latency.mean_us / 1000.0, r.outcome.accuracy * 100.0)).collect();
     // Size: lower is better like latency, so the same front applies.
     let size: Vec<(f64, f64)> = rows.iter().map(|r| (r.size_bytes as f64 / 1e6, r.outcome.accuracy * 100.0)).collect();
     let name = |r: &Row| match r.point {

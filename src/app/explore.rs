@@ -68,7 +68,11 @@ fn controls_ui(
     ui.heading("Variant");
     egui::ComboBox::from_label("variant").selected_text(selected).width(220.0).show_ui(ui, |ui| {
         for (name, early) in variants {
-            let label = if *early > 0 { format!("{name}  ({early} early exit{})", if *early > 1 { "s" } else { "" }) } else { name.clone() };
+            let label = if *early > 0 {
+                format!("{name}  ({early} early exit{})", if *early > 1 { "s" } else { "" })
+            } else {
+                name.clone()
+            };
             if ui.selectable_label(name == selected, label).clicked() {
                 commands.send(Command::SelectVariant(name.clone()));
             }
@@ -96,7 +100,13 @@ fn controls_ui(
     let run = &world.session.runs[index];
     let early = run.trace.early_exit_count();
     let num_classes = run.trace.num_classes;
-    ui.weak(format!("{} samples of {} on {} ({})", run.trace.len(), run.info.dataset, run.info.device.host, run.info.provider));
+    ui.weak(format!(
+        "{} samples of {} on {} ({})",
+        run.trace.len(),
+        run.info.dataset,
+        run.info.device.host,
+        run.info.provider
+    ));
     ui.separator();
 
     let policy = world.policy_for(selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
@@ -119,6 +129,29 @@ fn controls_ui(
         if changed {
             commands.send(Command::SetPolicy(selected.to_string(), Policy { criterion, thresholds }));
         }
+        let percentile_id = ui.scope_id().with(("calibration_percentile", selected));
+        let run = &world.session.runs[index];
+        if world.session.calibration_run(&run.info.variant, &run.info).is_some() {
+            let mut percentile: f64 = ui.data(|d| d.get_temp(percentile_id)).unwrap_or(75.0);
+            ui.horizontal(|ui| {
+                let slider =
+                    egui::Slider::new(&mut percentile, 0.0..=100.0).max_decimals(1).text("Calibration percentile");
+                if ui.add(slider).changed() {
+                    ui.data_mut(|d| d.insert_temp(percentile_id, percentile));
+                }
+                if ui
+                    .button("Apply")
+                    .on_hover_text(
+                        "Thresholds at this percentile of the confidence seen on the calibration set (seed 003)",
+                    )
+                    .clicked()
+                    && let Some(policy) =
+                        crate::report::percentile_policy(&world.session, run, criterion, &[percentile])
+                {
+                    commands.send(Command::SetPolicy(selected.to_string(), policy));
+                }
+            });
+        }
         ui.horizontal(|ui| {
             let sweep = &analysis.sweep;
             for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
@@ -126,7 +159,8 @@ fn controls_ui(
                 if ui.add_enabled(enabled, egui::Button::new(format!("Set {label}"))).clicked()
                     && let Some(p) = point
                 {
-                    commands.send(Command::SetPolicy(selected.to_string(), analysis.prepared.policy_at(&sweep.points[p])));
+                    commands
+                        .send(Command::SetPolicy(selected.to_string(), analysis.prepared.policy_at(&sweep.points[p])));
                 }
             }
             if ui.button("Verify").on_hover_text("Run the variant really skipping segments at this policy").clicked() {
@@ -144,7 +178,8 @@ fn controls_ui(
 
 /// The live numbers. Each is one label, so tests and screen readers find it by its text.
 fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>) {
-    let delta = base_accuracy.map_or(String::new(), |b| format!(" ({:+.2} pp vs base)", (outcome.accuracy - b) * 100.0));
+    let delta =
+        base_accuracy.map_or(String::new(), |b| format!(" ({:+.2} pp vs base)", (outcome.accuracy - b) * 100.0));
     ui.label(format!("Accuracy: {}{delta}", percent(outcome.accuracy)));
     if let Some(top5) = outcome.top5_accuracy {
         ui.label(format!("Top-5 accuracy: {}", percent(top5)));
@@ -170,7 +205,9 @@ fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>)
 
 fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str) {
     if let Some(job) = world.jobs.iter().rev().find(|j| j.variant == selected && j.handle.is_some()) {
-        ui.add(egui::ProgressBar::new(job.done as f32 / job.total.max(1) as f32).text(format!("verifying… {}", job.phase)));
+        ui.add(
+            egui::ProgressBar::new(job.done as f32 / job.total.max(1) as f32).text(format!("verifying… {}", job.phase)),
+        );
     }
     let Some(v) = world.verification.as_ref().filter(|v| v.variant == selected) else { return };
     let mut measured = v.run.latency_us.clone();
@@ -210,10 +247,12 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
         let ui = &mut columns[0];
         ui.strong("Accuracy vs mean latency");
         let sweep = &analysis.sweep;
-        let curve: Vec<[f64; 2]> = sweep.points.iter().map(|p| [p.mean_latency_us / 1000.0, p.accuracy * 100.0]).collect();
+        let curve: Vec<[f64; 2]> =
+            sweep.points.iter().map(|p| [p.mean_latency_us / 1000.0, p.accuracy * 100.0]).collect();
         let mut all: Vec<(f64, f64)> = curve.iter().map(|p| (p[0], p[1])).collect();
         all.extend(statics.iter().map(|(_, l, a)| (*l, *a)));
-        let front: Vec<[f64; 2]> = crate::analysis::pareto_front(&all).into_iter().map(|i| [all[i].0, all[i].1]).collect();
+        let front: Vec<[f64; 2]> =
+            crate::analysis::pareto_front(&all).into_iter().map(|i| [all[i].0, all[i].1]).collect();
         let response = Plot::new("accuracy_latency")
             .height(height)
             .legend(Legend::default())
@@ -223,7 +262,9 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
                 if early > 0 {
                     plot.line(Line::new(format!("{selected} sweep"), PlotPoints::from(curve.clone())));
                 }
-                plot.line(Line::new("Pareto front", PlotPoints::from(front)).style(egui_plot::LineStyle::dashed_loose()));
+                plot.line(
+                    Line::new("Pareto front", PlotPoints::from(front)).style(egui_plot::LineStyle::dashed_loose()),
+                );
                 for (name, latency, accuracy) in &statics {
                     plot.points(Points::new(name.clone(), vec![[*latency, *accuracy]]).radius(5.0));
                 }
@@ -259,7 +300,8 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
                         sweep.points.iter().map(|p| [p.threshold, p.exit_rates[exit] * 100.0]).collect();
                     plot.line(Line::new(format!("exit {}", exit + 1), PlotPoints::from(points)));
                 }
-                let total: Vec<[f64; 2]> = sweep.points.iter().map(|p| [p.threshold, p.early_exit_rate * 100.0]).collect();
+                let total: Vec<[f64; 2]> =
+                    sweep.points.iter().map(|p| [p.threshold, p.early_exit_rate * 100.0]).collect();
                 plot.line(Line::new("all early exits", PlotPoints::from(total)));
                 for threshold in &policy.thresholds {
                     plot.vline(VLine::new("current", *threshold));
@@ -369,7 +411,8 @@ fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, policy
     egui::ScrollArea::vertical().id_salt("changed_samples").show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             for &(sample, exit, base_label, variant_label, truth) in changed.iter().take(CHANGED_SAMPLES_SHOWN) {
-                let exit_name = if usize::from(exit) == early_exits { "final".to_string() } else { format!("exit {}", exit + 1) };
+                let exit_name =
+                    if usize::from(exit) == early_exits { "final".to_string() } else { format!("exit {}", exit + 1) };
                 ui.vertical(|ui| {
                     if let Some(texture) = dataset.as_ref().and_then(|d| thumbnail(ui.ctx(), world, d, sample)) {
                         ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(56.0, 56.0)));

@@ -145,27 +145,23 @@ impl Commands<'_> {
 
 /// The demo session shipped with the repository, if present.
 pub fn demo_session_path() -> Option<PathBuf> {
-    let candidates = [
-        PathBuf::from("sessions/demo.json"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sessions/demo.json"),
-    ];
+    let candidates =
+        [PathBuf::from("sessions/demo.json"), PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sessions/demo.json")];
     candidates.into_iter().find(|p| p.is_file())
 }
 
 impl EdgescopeApp {
     /// Creates the app; opens `session` if given, else the last session, else the demo.
     pub fn new(cc: &eframe::CreationContext<'_>, session: Option<PathBuf>) -> Self {
-        let saved: SavedState =
-            cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
+        let saved: SavedState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
         Self::with_state(cc.egui_ctx.clone(), saved, session)
     }
 
     /// Creates the app from a saved state (used by tests).
     pub fn with_state(ctx: egui::Context, saved: SavedState, session: Option<PathBuf>) -> Self {
         let mut app = Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None };
-        let start = session
-            .or_else(|| app.saved.session_path.clone().filter(|p| p.is_file()))
-            .or_else(demo_session_path);
+        let start =
+            session.or_else(|| app.saved.session_path.clone().filter(|p| p.is_file())).or_else(demo_session_path);
         if let Some(path) = start {
             app.apply(Command::OpenSession(path));
         }
@@ -225,7 +221,8 @@ impl EdgescopeApp {
                 Ok(session) => {
                     world.set_session(session, Some(path.clone()));
                     self.saved.remember_session(path);
-                    let selected_ok = self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
+                    let selected_ok =
+                        self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
                     if !selected_ok {
                         self.saved.selected_variant = first_early_exit_variant(world);
                     }
@@ -647,7 +644,11 @@ impl EdgescopeApp {
                     ui.close();
                 }
             });
-            if ui.button("Add files…").on_hover_text("ONNX models, manifests, datasets; or drop them on the window").clicked() {
+            if ui
+                .button("Add files…")
+                .on_hover_text("ONNX models, manifests, datasets; or drop them on the window")
+                .clicked()
+            {
                 commands.send(Command::PickFilesToAdd);
             }
             ui.separator();
@@ -700,7 +701,12 @@ fn first_early_exit_variant(world: &World) -> Option<String> {
 }
 
 /// Saves a viewport capture (optionally cropped to `region`, in points) as PNG.
-fn save_capture(path: &Path, region: Option<egui::Rect>, pixels_per_point: f32, image: &egui::ColorImage) -> Result<(), String> {
+fn save_capture(
+    path: &Path,
+    region: Option<egui::Rect>,
+    pixels_per_point: f32,
+    image: &egui::ColorImage,
+) -> Result<(), String> {
     let [width, height] = image.size;
     let (x0, y0, x1, y1) = match region {
         Some(r) => (
@@ -784,5 +790,5 @@ pub fn run_app(session: Option<PathBuf>, screenshots: Option<PathBuf>) -> Result
             }))
         }),
     )
-        .map_err(|e| format!("cannot open the window: {e}; on Linux a display (X11 or Wayland) and OpenGL are needed"))
+    .map_err(|e| format!("cannot open the window: {e}; on Linux a display (X11 or Wayland) and OpenGL are needed"))
 }

@@ -15,7 +15,9 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
         if ui.button("Add files…").clicked() {
             commands.send(Command::PickFilesToAdd);
         }
-        ui.weak("or drop ONNX files, manifests (.toml) and datasets (dataset.toml, IDX, NPY, image folders) on the window");
+        ui.weak(
+            "or drop ONNX files, manifests (.toml) and datasets (dataset.toml, IDX, NPY, image folders) on the window",
+        );
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
         ui.heading("Variants");
@@ -24,7 +26,8 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
         }
         let variants = world.session.variants.clone();
         for (position, variant) in variants.iter().enumerate() {
-            let base_size = world.session.base_of(&variant.name).and_then(|b| world.session.variant(&b)).map(|b| b.size_bytes);
+            let base_size =
+                world.session.base_of(&variant.name).and_then(|b| world.session.variant(&b)).map(|b| b.size_bytes);
             let compression = base_size.and_then(|b| crate::analysis::compression_ratio(b, variant.size_bytes));
             let header = format!(
                 "{}   [{}]   {:.2} MB   {} parameters{}",
@@ -34,55 +37,64 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                 variant.parameter_count,
                 compression.map_or(String::new(), |c| format!("   compression {c:.2}x"))
             );
-            egui::CollapsingHeader::new(header).id_salt(("variant", &variant.name)).default_open(position == 0).show(ui, |ui| {
-                ui.label(format!("file: {}", variant.path.display()));
-                ui.label(format!(
-                    "{} segment(s), {} early exit(s), {} classes, base: {}",
-                    variant.segments,
-                    variant.early_exits,
-                    variant.num_classes,
-                    variant.base.as_deref().unwrap_or("-")
-                ));
-                ui.label("operators:");
-                ui.horizontal_wrapped(|ui| {
-                    for (op, count) in &variant.op_histogram {
-                        let quantized = op.contains("Quant") || op.contains("Integer") || op.starts_with("QLinear");
-                        let text = egui::RichText::new(format!("{op} x{count}"));
-                        ui.label(if quantized { text.strong() } else { text });
-                    }
-                });
-            });
+            egui::CollapsingHeader::new(header).id_salt(("variant", &variant.name)).default_open(position == 0).show(
+                ui,
+                |ui| {
+                    ui.label(format!("file: {}", variant.path.display()));
+                    ui.label(format!(
+                        "{} segment(s), {} early exit(s), {} classes, base: {}",
+                        variant.segments,
+                        variant.early_exits,
+                        variant.num_classes,
+                        variant.base.as_deref().unwrap_or("-")
+                    ));
+                    ui.label("operators:");
+                    ui.horizontal_wrapped(|ui| {
+                        for (op, count) in &variant.op_histogram {
+                            let quantized = op.contains("Quant") || op.contains("Integer") || op.starts_with("QLinear");
+                            let text = egui::RichText::new(format!("{op} x{count}"));
+                            ui.label(if quantized { text.strong() } else { text });
+                        }
+                    });
+                },
+            );
         }
         ui.separator();
         ui.heading("Datasets");
         let datasets = world.session.datasets.clone();
         for (position, entry) in datasets.iter().enumerate() {
             let role = if world.is_calibration(&entry.name) { " (calibration)" } else { "" };
-            egui::CollapsingHeader::new(format!("{}{role}   {} samples, {} classes", entry.name, entry.samples, entry.classes.len()))
-                .id_salt(("dataset", &entry.name))
-                .default_open(position == 0)
-                .show(ui, |ui| {
-                    ui.label(format!("source: {}", entry.path.display()));
-                    match world.dataset(&entry.name) {
-                        Err(e) => {
-                            ui.colored_label(ui.visuals().error_fg_color, e);
-                        }
-                        Ok(dataset) => {
-                            ui.label(format!("input {:?}, preprocessing {:?}", dataset.input_shape(), dataset.preprocess));
-                            ui.horizontal_wrapped(|ui| {
-                                for sample in 0..dataset.len().min(GRID_SAMPLES) {
-                                    ui.vertical(|ui| {
-                                        if let Some(texture) = super::explore::thumbnail(ui.ctx(), world, &dataset, sample) {
-                                            ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(48.0, 48.0)));
-                                        }
-                                        let label = dataset.labels[sample] as usize;
-                                        ui.small(dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string()));
-                                    });
-                                }
-                            });
-                        }
+            egui::CollapsingHeader::new(format!(
+                "{}{role}   {} samples, {} classes",
+                entry.name,
+                entry.samples,
+                entry.classes.len()
+            ))
+            .id_salt(("dataset", &entry.name))
+            .default_open(position == 0)
+            .show(ui, |ui| {
+                ui.label(format!("source: {}", entry.path.display()));
+                match world.dataset(&entry.name) {
+                    Err(e) => {
+                        ui.colored_label(ui.visuals().error_fg_color, e);
                     }
-                });
+                    Ok(dataset) => {
+                        ui.label(format!("input {:?}, preprocessing {:?}", dataset.input_shape(), dataset.preprocess));
+                        ui.horizontal_wrapped(|ui| {
+                            for sample in 0..dataset.len().min(GRID_SAMPLES) {
+                                ui.vertical(|ui| {
+                                    if let Some(texture) = super::explore::thumbnail(ui.ctx(), world, &dataset, sample)
+                                    {
+                                        ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(48.0, 48.0)));
+                                    }
+                                    let label = dataset.labels[sample] as usize;
+                                    ui.small(dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string()));
+                                });
+                            }
+                        });
+                    }
+                }
+            });
         }
     });
 }

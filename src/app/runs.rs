@@ -87,15 +87,13 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
         format!("{} on {} ({})", r.variant, r.dataset, r.device.host)
     };
     let current = world.timeline_run.filter(|&i| i < world.session.runs.len());
-    egui::ComboBox::from_label("run")
-        .selected_text(current.map_or("choose a run…".into(), label))
-        .show_ui(ui, |ui| {
-            for i in 0..world.session.runs.len() {
-                if ui.selectable_label(current == Some(i), label(i)).clicked() {
-                    commands.send(Command::ShowTimeline(i));
-                }
+    egui::ComboBox::from_label("run").selected_text(current.map_or("choose a run…".into(), label)).show_ui(ui, |ui| {
+        for i in 0..world.session.runs.len() {
+            if ui.selectable_label(current == Some(i), label(i)).clicked() {
+                commands.send(Command::ShowTimeline(i));
             }
-        });
+        }
+    });
     let Some(index) = current else { return };
     let info = &world.session.runs[index].info;
     ui.label(format!("{} — {}", info.device.summary(), info.provider));
@@ -110,12 +108,10 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
         timeline.sampler_overhead_percent
     ));
     ui.columns(2, |columns| {
-        let cpu: Vec<[f64; 2]> = timeline.samples.iter().map(|s| [f64::from(s.t_s), f64::from(s.cpu_percent)]).collect();
-        let gpu: Vec<[f64; 2]> = timeline
-            .samples
-            .iter()
-            .filter_map(|s| s.gpu_percent.map(|g| [f64::from(s.t_s), f64::from(g)]))
-            .collect();
+        let cpu: Vec<[f64; 2]> =
+            timeline.samples.iter().map(|s| [f64::from(s.t_s), f64::from(s.cpu_percent)]).collect();
+        let gpu: Vec<[f64; 2]> =
+            timeline.samples.iter().filter_map(|s| s.gpu_percent.map(|g| [f64::from(s.t_s), f64::from(g)])).collect();
         Plot::new("cpu_timeline").height(220.0).legend(Legend::default()).x_axis_label("s").y_axis_label("%").show(
             &mut columns[0],
             |plot| {
@@ -125,10 +121,13 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
                 }
             },
         );
-        let rss: Vec<[f64; 2]> = timeline.samples.iter().map(|s| [f64::from(s.t_s), s.rss_bytes as f64 / 1e6]).collect();
-        Plot::new("rss_timeline").height(220.0).legend(Legend::default()).x_axis_label("s").y_axis_label("MB").show(
-            &mut columns[1],
-            |plot| plot.line(Line::new("RSS", PlotPoints::from(rss))),
-        );
+        let rss: Vec<[f64; 2]> =
+            timeline.samples.iter().map(|s| [f64::from(s.t_s), s.rss_bytes as f64 / 1e6]).collect();
+        Plot::new("rss_timeline")
+            .height(220.0)
+            .legend(Legend::default())
+            .x_axis_label("s")
+            .y_axis_label("MB")
+            .show(&mut columns[1], |plot| plot.line(Line::new("RSS", PlotPoints::from(rss))));
     });
 }

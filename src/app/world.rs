@@ -100,6 +100,9 @@ pub enum DialogResult {
     Nothing,
 }
 
+/// A viewport capture on its way to a file: the file, the region to crop (points), the pixels.
+pub type Capture = (PathBuf, Option<egui::Rect>, Arc<egui::ColorImage>);
+
 /// Runtime state.
 pub struct World {
     /// The open session.
@@ -139,7 +142,7 @@ pub struct World {
     /// Pending viewport capture: the file to write and the region to crop (points).
     pub capture: Option<(PathBuf, Option<egui::Rect>)>,
     /// Captured images arrive here from the screenshot callback.
-    pub captures: (Sender<(PathBuf, Option<egui::Rect>, Arc<egui::ColorImage>)>, Receiver<(PathBuf, Option<egui::Rect>, Arc<egui::ColorImage>)>),
+    pub captures: (Sender<Capture>, Receiver<Capture>),
     /// The explore view's scratch buffer for latency percentiles.
     pub scratch: Vec<f32>,
     /// Bumped whenever runs or policies change; caches keyed on it go stale.
