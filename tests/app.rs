@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use common::fixture;
 use edgescope::analysis::PreparedTrace;
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
+use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-use eframe::egui;
 
 fn harness(session: PathBuf, tab: Tab) -> Harness<'static, EdgescopeApp> {
     let saved = SavedState { hint_dismissed: true, tab, ..SavedState::default() };
@@ -52,6 +52,7 @@ fn dragging_a_threshold_slider_updates_the_readouts_to_the_engines_numbers() {
     let mut harness = harness(session_copy(&dir), Tab::Explore);
     harness.run();
     assert_eq!(harness.state().saved.selected_variant.as_deref(), Some("tiny/ee"));
+    assert!(!harness.state().world.dirty, "looking at a session does not change it");
     let accuracy_before = label_starting(&harness, "Accuracy: ");
     let exit_rate_before = label_starting(&harness, "Exit rate, exit 1: ");
 

@@ -122,7 +122,6 @@ fn controls_ui(
             let slider = egui::Slider::new(threshold, low..=high)
                 .logarithmic(logarithmic)
                 .smallest_positive(1e-6)
-                .max_decimals(6)
                 .text(format!("Exit {} threshold", exit + 1));
             changed |= ui.add(slider).changed();
         }
