@@ -79,7 +79,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                         ui.colored_label(ui.visuals().error_fg_color, e);
                     }
                     Ok(dataset) => {
-                        ui.label(format!("input {:?}, preprocessing {:?}", dataset.input_shape(), dataset.preprocess));
+                        ui.label(format!("input {:?}; {}", dataset.input_shape(), dataset.preprocess.describe()));
                         ui.horizontal_wrapped(|ui| {
                             for sample in 0..dataset.len().min(GRID_SAMPLES) {
                                 ui.vertical(|ui| {

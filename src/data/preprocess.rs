@@ -95,6 +95,26 @@ impl Preprocess {
         Ok(())
     }
 
+    /// One line for people: `scale 0.00392, mean [0.286], std [0.353], NCHW, 1 channel, resize 32x32`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("scale {}", self.scale)];
+        if !self.mean.is_empty() {
+            parts.push(format!("mean {:?}", self.mean));
+        }
+        if !self.std.is_empty() {
+            parts.push(format!("std {:?}", self.std));
+        }
+        parts.push(format!("{:?}", self.layout).to_uppercase());
+        parts.push(format!("{} channel{}", self.channels, if self.channels == 1 { "" } else { "s" }));
+        if let Some([h, w]) = self.resize {
+            parts.push(format!("resize {h}x{w}"));
+        }
+        if let Some([h, w]) = self.center_crop {
+            parts.push(format!("center crop {h}x{w}"));
+        }
+        parts.join(", ")
+    }
+
     /// Output height and width for an image of `height` x `width`.
     pub fn output_size(&self, height: u32, width: u32) -> (u32, u32) {
         let (h, w) = self.resize.map_or((height, width), |[h, w]| (h, w));
