@@ -152,3 +152,24 @@ fn the_compare_tab_shows_the_study_tables() {
     harness.run();
     assert_eq!(harness.state().world.table_sort, Some(("table2".to_string(), 4, false)));
 }
+
+#[test]
+fn the_app_opens_on_the_demo_session_with_an_early_exit_variant() {
+    let saved = SavedState { hint_dismissed: false, ..SavedState::default() };
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, None));
+    harness.run();
+    let app = harness.state();
+    assert!(app.world.session_path.as_ref().is_some_and(|p| p.ends_with("sessions/demo.json")));
+    assert!(app.world.errors.is_empty(), "{:?}", app.world.errors);
+    let selected = app.saved.selected_variant.clone().expect("a variant is selected");
+    let index = app.world.run_index(&selected).expect("it has a trace");
+    assert!(
+        app.world.session.runs[index].trace.early_exit_count() > 0,
+        "the first view explores an early-exit variant"
+    );
+    assert!(has_text_starting(&harness, "Start here:"), "the first-start hint shows");
+    assert!(has_text_starting(&harness, "Accuracy: "));
+    assert!(harness.query_by_role_and_label(Role::Slider, "Exit 1 threshold").is_some());
+}
