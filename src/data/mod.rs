@@ -130,6 +130,10 @@ pub struct Dataset {
     pub labels: Vec<u32>,
     /// Preprocessing applied by [`Dataset::load_input`].
     pub preprocess: Preprocess,
+    /// Source kind.
+    pub kind: DatasetKind,
+    /// The image and label files of an IDX or NPY dataset (what a remote runner needs to receive).
+    pub files: Option<(PathBuf, PathBuf)>,
     images: Images,
 }
 
@@ -222,6 +226,8 @@ impl Dataset {
                     classes: spec.classes.clone(),
                     labels,
                     preprocess: spec.preprocess.clone(),
+                    kind: spec.kind,
+                    files: Some((images_path, labels_path)),
                     images,
                 }
             }
@@ -260,6 +266,8 @@ impl Dataset {
             classes,
             labels,
             preprocess,
+            kind: DatasetKind::Folder,
+            files: None,
             images: Images::Files { paths, height, width },
         })
     }

@@ -163,19 +163,47 @@ impl Variant {
         let text =
             std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
         let manifest = parse_manifest(path, &text)?;
-        let directory = path.parent().unwrap_or(Path::new(""));
+        Self::from_manifest(manifest, path, path.parent().unwrap_or(Path::new("")))
+    }
+
+    /// Builds a variant from a parsed manifest whose segment files are relative to `directory` (or absolute);
+    /// `source` names the variant in messages.
+    pub fn from_manifest(manifest: Manifest, source: &Path, directory: &Path) -> Result<Self, ModelError> {
         let mut infos = Vec::with_capacity(manifest.segments.len());
         for segment in &manifest.segments {
             let file = directory.join(&segment.file);
             if !file.is_file() {
                 return Err(ModelError::Invalid {
-                    path: path.to_path_buf(),
+                    path: source.to_path_buf(),
                     reason: format!("segment file {} does not exist", file.display()),
                 });
             }
             infos.push(onnx::inspect(&file)?);
         }
-        Self::resolve(manifest, path, directory, infos)
+        Self::resolve(manifest, source, directory, infos)
+    }
+
+    /// The manifest describing this variant, with the segment files as they are on this machine.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            name: self.name.clone(),
+            tags: self.tags.clone(),
+            base: self.base.clone(),
+            outputs: self.outputs,
+            notes: None,
+            segments: self
+                .segments
+                .iter()
+                .map(|s| SegmentManifest {
+                    file: s.path.clone(),
+                    input: Some(s.input.clone()),
+                    exit: s.exit.clone(),
+                    carry: s.carry.clone(),
+                })
+                .collect(),
+        }
     }
 
     /// Checks the chain: inputs and outputs named in the manifest exist and connect, exits agree on the class count.

@@ -319,7 +319,7 @@ struct SessionFileV1 {
     view: serde_json::Value,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StoredExit {
     segment: usize,
     top_k: usize,
@@ -328,7 +328,7 @@ struct StoredExit {
     entropy_nats: Column,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct StoredTrace {
     num_classes: usize,
     labels: Column,
@@ -337,14 +337,29 @@ struct StoredTrace {
     exits: Vec<StoredExit>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredTraceRun {
+/// A trace run in its compact form (columns), as sessions store it and runners send it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredTraceRun {
     info: RunInfo,
     trace: StoredTrace,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredDynamicRun {
+impl StoredTraceRun {
+    /// Compacts a run.
+    pub fn of(run: &TraceRun) -> Self {
+        Self { info: run.info.clone(), trace: StoredTrace::of(&run.trace) }
+    }
+
+    /// Expands and validates; the error says what is wrong.
+    pub fn decode(self) -> Result<TraceRun, String> {
+        let trace = self.trace.decode().map_err(|e| format!("run of {}: {e}", self.info.variant))?;
+        Ok(TraceRun { info: self.info, trace })
+    }
+}
+
+/// A dynamic run in its compact form (columns).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredDynamicRun {
     info: RunInfo,
     policy: Option<Policy>,
     exit_taken: Column,
@@ -352,6 +367,44 @@ struct StoredDynamicRun {
     preprocess_us: Column,
     predicted: Column,
     labels: Column,
+}
+
+impl StoredDynamicRun {
+    /// Compacts a run.
+    pub fn of(d: &DynamicRun) -> Self {
+        Self {
+            info: d.info.clone(),
+            policy: d.policy.clone(),
+            exit_taken: Column::encode(&d.exit_taken),
+            latency_us: Column::encode(&d.latency_us),
+            preprocess_us: Column::encode(&d.preprocess_us),
+            predicted: Column::encode(&d.predicted),
+            labels: Column::encode(&d.labels),
+        }
+    }
+
+    /// Expands and validates; the error says what is wrong.
+    pub fn decode(self) -> Result<DynamicRun, String> {
+        let name = self.info.variant.clone();
+        let context = |e: String| format!("verification of {name}: {e}");
+        let dynamic = DynamicRun {
+            policy: self.policy,
+            exit_taken: self.exit_taken.decode().map_err(context)?,
+            latency_us: self.latency_us.decode().map_err(context)?,
+            preprocess_us: self.preprocess_us.decode().map_err(context)?,
+            predicted: self.predicted.decode().map_err(context)?,
+            labels: self.labels.decode().map_err(context)?,
+            info: self.info,
+        };
+        let n = dynamic.labels.len();
+        if [dynamic.exit_taken.len(), dynamic.latency_us.len(), dynamic.preprocess_us.len(), dynamic.predicted.len()]
+            .iter()
+            .any(|&len| len != n)
+        {
+            return Err(context("its columns differ in length".into()));
+        }
+        Ok(dynamic)
+    }
 }
 
 impl StoredTrace {
@@ -442,62 +495,17 @@ impl SessionFileV1 {
                 .iter()
                 .map(|v| VariantEntry { path: relative(&v.path, directory), ..v.clone() })
                 .collect(),
-            runs: session
-                .runs
-                .iter()
-                .map(|r| StoredTraceRun { info: r.info.clone(), trace: StoredTrace::of(&r.trace) })
-                .collect(),
-            verifications: session
-                .verifications
-                .iter()
-                .map(|d| StoredDynamicRun {
-                    info: d.info.clone(),
-                    policy: d.policy.clone(),
-                    exit_taken: Column::encode(&d.exit_taken),
-                    latency_us: Column::encode(&d.latency_us),
-                    preprocess_us: Column::encode(&d.preprocess_us),
-                    predicted: Column::encode(&d.predicted),
-                    labels: Column::encode(&d.labels),
-                })
-                .collect(),
+            runs: session.runs.iter().map(StoredTraceRun::of).collect(),
+            verifications: session.verifications.iter().map(StoredDynamicRun::of).collect(),
             policies: session.policies.clone(),
             view: session.view.clone(),
         }
     }
 
     fn into_session(self, directory: &Path) -> Result<Session, String> {
-        let mut runs = Vec::with_capacity(self.runs.len());
-        for run in self.runs {
-            let trace = run.trace.decode().map_err(|e| format!("run of {}: {e}", run.info.variant))?;
-            runs.push(TraceRun { info: run.info, trace });
-        }
-        let mut verifications = Vec::with_capacity(self.verifications.len());
-        for run in self.verifications {
-            let name = run.info.variant.clone();
-            let context = |e: String| format!("verification of {name}: {e}");
-            let dynamic = DynamicRun {
-                policy: run.policy,
-                exit_taken: run.exit_taken.decode().map_err(context)?,
-                latency_us: run.latency_us.decode().map_err(context)?,
-                preprocess_us: run.preprocess_us.decode().map_err(context)?,
-                predicted: run.predicted.decode().map_err(context)?,
-                labels: run.labels.decode().map_err(context)?,
-                info: run.info,
-            };
-            let n = dynamic.labels.len();
-            if [
-                dynamic.exit_taken.len(),
-                dynamic.latency_us.len(),
-                dynamic.preprocess_us.len(),
-                dynamic.predicted.len(),
-            ]
-            .iter()
-            .any(|&len| len != n)
-            {
-                return Err(context("its columns differ in length".into()));
-            }
-            verifications.push(dynamic);
-        }
+        let runs = self.runs.into_iter().map(StoredTraceRun::decode).collect::<Result<Vec<_>, _>>()?;
+        let verifications =
+            self.verifications.into_iter().map(StoredDynamicRun::decode).collect::<Result<Vec<_>, _>>()?;
         Ok(Session {
             datasets: self
                 .datasets
