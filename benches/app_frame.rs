@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
-use eframe::egui;
 use edgescope::analysis::{Criterion, Policy, Trace};
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
 use edgescope::runtime::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
+use eframe::egui;
 
 fn synthetic_run(variant: &str, samples: usize, exits: usize) -> TraceRun {
     let mut state = 0x2545f4914f6cdd1du64;
@@ -77,6 +77,11 @@ fn main() {
     frame_ms.sort_by(f64::total_cmp);
     let at = |q: f64| frame_ms[((frame_ms.len() - 1) as f64 * q) as usize];
     println!("explore view while dragging, 10 000 samples x 3 early exits + final:");
-    println!("  per-frame work (logic + ui, no GPU): median {:.2} ms, p90 {:.2} ms, max {:.2} ms", at(0.5), at(0.9), at(1.0));
+    println!(
+        "  per-frame work (logic + ui, no GPU): median {:.2} ms, p90 {:.2} ms, max {:.2} ms",
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    );
     println!("  budget at 60 fps: 16.7 ms per frame");
 }
