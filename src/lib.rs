@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod data;
 pub mod model;
+pub mod net;
 pub mod report;
 pub mod runtime;
 pub mod session;

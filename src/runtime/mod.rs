@@ -57,4 +57,7 @@ pub enum RuntimeError {
     /// A model problem.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// A remote runner failed or could not be reached; the message names it and says what to do.
+    #[error("{0}")]
+    Remote(String),
 }

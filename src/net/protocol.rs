@@ -1,0 +1,259 @@
+//! Messages of the runner protocol (version 1), their JSON encoding, authentication and content hashes.
+//!
+//! ```text
+//! client                                  runner
+//!   preamble (ESRP, version)  ─────────►
+//!                             ◄─────────  preamble (ESRP, version)
+//!   Hello                     ─────────►
+//!                             ◄─────────  Challenge { nonce }
+//!   Auth { mac = HMAC-SHA256(token, context || nonce) }
+//!                             ◄─────────  Welcome { device } | Denied { reason }
+//!   Offer { files by SHA-256 } ────────►
+//!                             ◄─────────  Need { hashes not in the runner's cache }
+//!   Upload { hash, size } + data frames ►
+//!                             ◄─────────  Stored { hash } | Failed
+//!   Run { job }               ─────────►
+//!                             ◄─────────  Event* , then TraceResult | DynamicResult | Failed | Busy
+//!   Cancel (any time during a run) ─────►
+//! ```
+//! The token never crosses the wire: only the MAC of a fresh random challenge does.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::{DatasetKind, Preprocess};
+use crate::model::Manifest;
+use crate::runtime::{DeviceRecord, RunEvent, RunMode, RunSettings};
+use crate::session::{StoredDynamicRun, StoredTraceRun};
+
+/// Domain separation for the authentication MAC.
+const AUTH_CONTEXT: &[u8] = b"edgescope-runner-auth-v1";
+
+/// A file the client can send, by content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOffer {
+    /// SHA-256, lowercase hex.
+    pub hash: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// A dataset as a runner receives it: files by hash plus the spec's other fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteDataset {
+    /// Dataset name.
+    pub name: String,
+    /// IDX or NPY.
+    pub kind: DatasetKind,
+    /// Hash of the images file.
+    pub images: String,
+    /// Hash of the labels file.
+    pub labels: String,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Preprocessing.
+    pub preprocess: Preprocess,
+}
+
+/// A job as a runner receives it: the variant's manifest with segment files named by hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteJob {
+    /// The manifest; each segment's `file` is the SHA-256 of its ONNX file.
+    pub variant: Manifest,
+    /// The dataset.
+    pub dataset: RemoteDataset,
+    /// Settings.
+    pub settings: RunSettings,
+    /// Trace or dynamic.
+    pub mode: RunMode,
+}
+
+/// Client to runner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ClientMessage {
+    /// First message.
+    Hello {
+        /// Client name and version.
+        client: String,
+    },
+    /// The answer to the challenge.
+    Auth {
+        /// HMAC-SHA256 of the challenge, hex.
+        mac: String,
+    },
+    /// Files the job needs.
+    Offer {
+        /// By content.
+        files: Vec<FileOffer>,
+    },
+    /// A file follows in data frames.
+    Upload {
+        /// Its hash.
+        hash: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Run a job.
+    Run {
+        /// The job.
+        job: Box<RemoteJob>,
+    },
+    /// Stop the running job.
+    Cancel,
+}
+
+/// Runner to client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum RunnerMessage {
+    /// A random challenge to authenticate against.
+    Challenge {
+        /// 32 random bytes, hex.
+        nonce: String,
+    },
+    /// Authenticated.
+    Welcome {
+        /// The runner's name and version.
+        runner: String,
+        /// The device.
+        device: Box<DeviceRecord>,
+    },
+    /// Not authenticated, or not served; the connection closes.
+    Denied {
+        /// Why.
+        reason: String,
+    },
+    /// Files to upload (the rest is cached).
+    Need {
+        /// Hashes.
+        hashes: Vec<String>,
+    },
+    /// An upload was received and verified.
+    Stored {
+        /// Its hash.
+        hash: String,
+    },
+    /// Another job is running.
+    Busy {
+        /// What runs.
+        reason: String,
+    },
+    /// Progress of the job.
+    Event {
+        /// The event.
+        event: RunEvent,
+    },
+    /// The trace of a trace job (possibly incomplete when cancelled).
+    TraceResult {
+        /// The run, compact.
+        run: Box<StoredTraceRun>,
+    },
+    /// The result of a dynamic job.
+    DynamicResult {
+        /// The run, compact.
+        run: Box<StoredDynamicRun>,
+    },
+    /// The request failed; the connection stays usable.
+    Failed {
+        /// What went wrong, naming the file or setting.
+        error: String,
+    },
+}
+
+/// HMAC-SHA256 of `nonce` under `token`, hex.
+pub fn auth_mac(token: &[u8], nonce: &[u8]) -> String {
+    hex::encode(mac_of(token, nonce).finalize().into_bytes())
+}
+
+fn mac_of(token: &[u8], nonce: &[u8]) -> hmac::Hmac<Sha256> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(token).unwrap_or_else(|_| unreachable!());
+    mac.update(AUTH_CONTEXT);
+    mac.update(nonce);
+    mac
+}
+
+/// Checks a MAC in constant time.
+pub fn verify_mac(token: &[u8], nonce: &[u8], mac_hex: &str) -> bool {
+    let Ok(mac) = hex::decode(mac_hex) else { return false };
+    mac_of(token, nonce).verify_slice(&mac).is_ok()
+}
+
+/// A fresh random challenge.
+pub fn new_nonce() -> Result<[u8; 32], String> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| format!("no system randomness: {e}"))?;
+    Ok(nonce)
+}
+
+/// SHA-256 of a file, hex, and its size.
+pub fn hash_file(path: &std::path::Path) -> std::io::Result<FileOffer> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok(FileOffer { hash: hex::encode(hasher.finalize()), size })
+}
+
+/// True for a well-formed hash (64 lowercase hex digits): hashes become file names in the cache.
+pub fn is_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Reads a token file (trimmed); the error says what to do.
+pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.len() < 16 {
+        return Err(format!(
+            "the token in {} is shorter than 16 characters; write a long random one (e.g. `openssl rand -hex 32`)",
+            path.display()
+        ));
+    }
+    Ok(token.as_bytes().to_vec())
+}
+
+/// The default cache folder of a runner.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("edgescope")
+        .join("runner-cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_verify_only_with_the_right_token_and_nonce() {
+        let mac = auth_mac(b"a long secret token", b"nonce");
+        assert!(verify_mac(b"a long secret token", b"nonce", &mac));
+        assert!(!verify_mac(b"another secret token", b"nonce", &mac));
+        assert!(!verify_mac(b"a long secret token", b"other", &mac));
+        assert!(!verify_mac(b"a long secret token", b"nonce", "zz"));
+    }
+
+    #[test]
+    fn hashes_are_checked_before_becoming_file_names() {
+        assert!(is_hash(&"a".repeat(64)));
+        assert!(!is_hash("../../etc/passwd"));
+        assert!(!is_hash(&"A".repeat(64)));
+    }
+}

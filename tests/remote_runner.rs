@@ -1,0 +1,104 @@
+//! The remote runner over real TCP sockets on loopback: the shared runner contract, then faults.
+
+mod common;
+mod runner_contract;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use edgescope::net::frame::{self, Frame};
+use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig, ServerHandle};
+use edgescope::runtime::{CancelToken, RunMode, Runner};
+
+const TOKEN: &[u8] = b"test-token-0123456789abcdef";
+
+fn start_runner(cache: &std::path::Path) -> ServerHandle {
+    let config = ServerConfig { token: TOKEN.to_vec(), cache_dir: cache.to_path_buf() };
+    RunnerServer::bind("127.0.0.1:0", config).expect("bind loopback").spawn().expect("serve")
+}
+
+#[test]
+fn remote_runner_meets_the_runner_contract() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path());
+    let address = server.address.to_string();
+    runner_contract::check_runner(&|| {
+        Box::new(RemoteRunner::new(&format!("tcp://{address}"), TOKEN.to_vec())) as Box<dyn Runner>
+    });
+}
+
+#[test]
+fn files_are_cached_by_content_and_not_sent_twice() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path());
+    let mut runner = RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec());
+    let mut job = common::job("tiny_ee.toml", "fmnist500", RunMode::Trace);
+    job.settings.limit = Some(20);
+    common::trace(&mut runner, &job);
+    let cached: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).collect();
+    assert_eq!(cached.len(), 4, "two segments, images and labels");
+    let modified: Vec<_> = cached.iter().map(|e| e.metadata().and_then(|m| m.modified()).ok()).collect();
+    common::trace(&mut runner, &job);
+    let again: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache")
+        .filter_map(Result::ok)
+        .map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .collect();
+    assert_eq!(modified.len(), again.len());
+    assert!(again.iter().all(|m| modified.contains(m)), "nothing was re-uploaded");
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_the_runner_keeps_serving() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path());
+    let mut wrong = RemoteRunner::new(&server.address.to_string(), b"not-the-token-at-all-000".to_vec());
+    let error = wrong.device().expect_err("refused").to_string();
+    assert!(error.contains("wrong token") && error.contains(&server.address.to_string()), "{error}");
+    let mut right = RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec());
+    assert!(right.device().is_ok(), "still serving");
+}
+
+#[test]
+fn garbage_and_oversized_frames_do_not_hurt_the_runner() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path());
+    // Garbage instead of a preamble.
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buffer = Vec::new();
+    let _ = stream.read_to_end(&mut buffer);
+    // A valid preamble, then a frame announcing 3 GiB before authentication.
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    frame::write_preamble(&mut stream).expect("preamble");
+    stream.write_all(&[0, 0xc0, 0, 0, 0]).expect("header");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let _ = stream.read_to_end(&mut buffer);
+    // A newer protocol version gets the runner's preamble back, so the client can say what differs.
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream.write_all(b"ESRP\x00\x09").expect("preamble v9");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let version = frame::read_preamble(&mut stream).expect("runner preamble");
+    assert_eq!(version, frame::PROTOCOL_VERSION);
+    // A client that disconnects in the middle of an upload.
+    let mut stream = TcpStream::connect(server.address).expect("connect");
+    frame::write_preamble(&mut stream).expect("preamble");
+    let _ = frame::read_preamble(&mut stream).expect("runner preamble");
+    drop(stream);
+    // After all that, a real client still gets served.
+    let mut runner = RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec());
+    assert!(runner.device().is_ok());
+    let _ = Frame::Data(Vec::new());
+}
+
+#[test]
+fn an_unreachable_runner_is_a_clear_error() {
+    // Bind and drop to get a port with nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut runner = RemoteRunner::new(&format!("tcp://127.0.0.1:{port}"), TOKEN.to_vec());
+    let job = common::job("tiny_base.toml", "fmnist500", RunMode::Trace);
+    let error = runner.run(&job, &mut |_| {}, &CancelToken::new()).expect_err("nothing listens").to_string();
+    assert!(error.contains(&format!("127.0.0.1:{port}")) && error.contains("cannot connect"), "{error}");
+}
