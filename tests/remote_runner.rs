@@ -102,3 +102,81 @@ fn an_unreachable_runner_is_a_clear_error() {
     let error = runner.run(&job, &mut |_| {}, &CancelToken::new()).expect_err("nothing listens").to_string();
     assert!(error.contains(&format!("127.0.0.1:{port}")) && error.contains("cannot connect"), "{error}");
 }
+
+/// Starts the real `edgescope-runner` binary on a free loopback port.
+fn spawn_runner_process(cache: &std::path::Path, token_file: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let address = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope-runner"))
+        .args(["--listen", &address, "--token-file"])
+        .arg(token_file)
+        .arg("--cache-dir")
+        .arg(cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edgescope-runner");
+    let started = std::time::Instant::now();
+    while TcpStream::connect(&address).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "runner did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, address)
+}
+
+#[test]
+fn a_busy_runner_says_so_and_a_killed_runner_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("token");
+    let (mut child, address) = spawn_runner_process(&dir.path().join("cache"), &token_file);
+
+    // A long job on one connection...
+    let job = common::job("heavy.onnx", "fmnist500", RunMode::Trace);
+    let (progress_sender, progress) = crossbeam_channel::bounded(64);
+    let long_address = address.clone();
+    let long = std::thread::spawn(move || {
+        let mut runner = RemoteRunner::new(&long_address, TOKEN.to_vec());
+        runner.run(&job, &mut |e| drop(progress_sender.try_send(e)), &CancelToken::new()).map(|_| ())
+    });
+    // ...wait until it measures, then a second client is told the runner is busy.
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(edgescope::runtime::RunEvent::Progress { .. }) = progress.recv_timeout(Duration::from_secs(60)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress from the runner");
+    }
+    let mut second = RemoteRunner::new(&address, TOKEN.to_vec());
+    let quick = common::job("tiny_base.toml", "fmnist500", RunMode::Trace);
+    let error = second.run(&quick, &mut |_| {}, &CancelToken::new()).expect_err("busy").to_string();
+    assert!(error.contains("busy"), "{error}");
+
+    // Kill the runner mid-job: the client gets an error naming the runner, and nothing panics.
+    child.kill().expect("kill runner");
+    let _ = child.wait();
+    let result = long.join().expect("the client thread does not panic");
+    let error = result.expect_err("the runner died mid-job").to_string();
+    assert!(error.contains(&address), "{error}");
+}
+
+mod frame_decoder {
+    use edgescope::net::frame::{decode_frame, read_frame};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..4096), cap in 0u32..8192) {
+            let decoded = decode_frame(&bytes, cap);
+            let read = read_frame(&mut bytes.as_slice(), cap);
+            // Both decoders agree on complete, well-formed frames.
+            if let (Ok(Some((frame, _))), Ok(other)) = (&decoded, &read) {
+                prop_assert_eq!(frame, other);
+            }
+            if let Ok(Some((_, used))) = decoded {
+                prop_assert!(used <= bytes.len() && used >= 5);
+            }
+        }
+    }
+}
