@@ -100,3 +100,43 @@ fn bad_arguments_fail_without_a_panic() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/session.json"), "{stderr}");
 }
+
+#[test]
+fn devices_and_remote_eval_through_a_runner_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "cli-test-token-0123456789").expect("token");
+    let (mut child, address) = common::spawn_runner_process(&dir.path().join("cache"), &token_file);
+    let config = dir.path().join("devices.toml");
+    let listing = run_ok(
+        edgescope()
+            .args(["devices", "--config"])
+            .arg(&config)
+            .args(["--add", "bench-pi", &format!("tcp://{address}"), "--token-file"])
+            .arg(&token_file),
+    );
+    assert!(
+        listing.contains("bench-pi") && listing.contains("connected") && listing.contains("ONNX Runtime 1.31"),
+        "{listing}"
+    );
+    let session = dir.path().join("remote.json");
+    run_ok(
+        edgescope()
+            .args(["eval", "--threads", "1", "--warmup", "1", "--limit", "40", "--dataset"])
+            .arg(fixture("fmnist500"))
+            .args(["--device", &format!("tcp://{address}"), "--token-file"])
+            .arg(&token_file)
+            .arg("--variant")
+            .args(["tiny_base.toml", "tiny_ee.toml"].map(fixture))
+            .arg("--out")
+            .arg(&session),
+    );
+    let saved = edgescope::session::Session::load(&session).expect("session");
+    assert_eq!(saved.runs.len(), 2);
+    assert!(saved.runs.iter().all(|r| r.info.complete && r.trace.len() == 40));
+    child.kill().expect("stop runner");
+    let _ = child.wait();
+    // With the runner gone, the listing says so instead of failing.
+    let listing = run_ok(edgescope().args(["devices", "--config"]).arg(&config));
+    assert!(listing.contains("bench-pi") && listing.contains("unavailable"), "{listing}");
+}

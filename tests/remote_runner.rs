@@ -103,32 +103,12 @@ fn an_unreachable_runner_is_a_clear_error() {
     assert!(error.contains(&format!("127.0.0.1:{port}")) && error.contains("cannot connect"), "{error}");
 }
 
-/// Starts the real `edgescope-runner` binary on a free loopback port.
-fn spawn_runner_process(cache: &std::path::Path, token_file: &std::path::Path) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let address = format!("127.0.0.1:{port}");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope-runner"))
-        .args(["--listen", &address, "--token-file"])
-        .arg(token_file)
-        .arg("--cache-dir")
-        .arg(cache)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start edgescope-runner");
-    let started = std::time::Instant::now();
-    while TcpStream::connect(&address).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "runner did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, address)
-}
-
 #[test]
 fn a_busy_runner_says_so_and_a_killed_runner_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).expect("token");
-    let (mut child, address) = spawn_runner_process(&dir.path().join("cache"), &token_file);
+    let (mut child, address) = common::spawn_runner_process(&dir.path().join("cache"), &token_file);
 
     // A long job on one connection...
     let job = common::job("heavy.onnx", "fmnist500", RunMode::Trace);

@@ -62,6 +62,22 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a variant (ONNX file or manifest) contains.
     Inspect(InspectArgs),
+    /// List the configured remote runners with their state, or add one.
+    Devices(DevicesArgs),
+}
+
+/// `edgescope devices`.
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Devices file (default: $EDGESCOPE_DEVICES, else ~/.config/edgescope/devices.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Add or replace a device: NAME ADDRESS (tcp://HOST:PORT); needs --token-file.
+    #[arg(long, num_args = 2, value_names = ["NAME", "ADDRESS"])]
+    pub add: Option<Vec<String>>,
+    /// Token file of the device being added.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Options shared by commands that run models.
@@ -117,6 +133,12 @@ pub struct EvalArgs {
     /// Name of the base variant (overrides tags).
     #[arg(long)]
     pub base: Option<String>,
+    /// Run on a remote edgescope-runner (tcp://HOST:PORT) instead of this machine.
+    #[arg(long, requires = "token_file")]
+    pub device: Option<String>,
+    /// Token file shared with the remote runner.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// A calibration dataset: early-exit variants also run on it, so thresholds can be set as percentiles of
     /// their confidence there (`report --percentile`, `verify --percentile`).
     #[arg(long)]
@@ -205,6 +227,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep(&args),
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Inspect(args)) => inspect(&args),
+        Some(Command::Devices(args)) => devices(&args),
         None => open_app(cli.session, cli.screenshots),
     }
 }
@@ -255,7 +278,7 @@ impl Progress {
     }
 }
 
-fn run_job(runner: &mut LocalRunner, job: &Job) -> Result<RunOutput> {
+fn run_job(runner: &mut dyn Runner, job: &Job) -> Result<RunOutput> {
     let progress = Progress::new(&job.variant.name);
     let result = runner.run(job, &mut |event| progress.event(&event), &CancelToken::new());
     progress.finish();
@@ -311,7 +334,13 @@ fn eval(args: &EvalArgs) -> Result<()> {
         None => None,
     };
 
-    let mut runner = LocalRunner::new();
+    let mut runner: Box<dyn Runner> = match (&args.device, &args.token_file) {
+        (Some(address), Some(token_file)) => {
+            let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
+            Box::new(crate::net::RemoteRunner::new(address, token))
+        }
+        _ => Box::new(LocalRunner::new()),
+    };
     let device = runner.device()?;
     eprintln!("device: {}", device.summary());
     for variant in &variants {
@@ -321,7 +350,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
             settings: settings.clone(),
             mode: RunMode::Trace,
         };
-        let RunOutput::Trace(run) = run_job(&mut runner, &job)? else {
+        let RunOutput::Trace(run) = run_job(runner.as_mut(), &job)? else {
             bail!("the runner returned a dynamic run for a trace job")
         };
         eprintln!("{}", run_summary(&run));
@@ -333,7 +362,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
                 settings: RunSettings { sample_resources: false, limit: None, ..settings.clone() },
                 mode: RunMode::Trace,
             };
-            let RunOutput::Trace(run) = run_job(&mut runner, &job)? else {
+            let RunOutput::Trace(run) = run_job(runner.as_mut(), &job)? else {
                 bail!("the runner returned a dynamic run for a trace job")
             };
             eprintln!("{} (calibration)", run_summary(&run));
@@ -494,6 +523,94 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         session.verifications.push(dynamic);
         session.save(&args.session)?;
         eprintln!("saved {}", args.session.display());
+    }
+    Ok(())
+}
+
+/// The devices file: `format = "edgescope-devices"`, `version = 1`, then `[[devices]]` with name, address and
+/// token_file.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DevicesFile {
+    format: String,
+    version: u32,
+    #[serde(default)]
+    devices: Vec<DeviceEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DeviceEntry {
+    name: String,
+    address: String,
+    token_file: PathBuf,
+}
+
+fn devices_path(args: &DevicesArgs) -> Result<PathBuf> {
+    if let Some(path) = &args.config {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("EDGESCOPE_DEVICES") {
+        return Ok(PathBuf::from(path));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set; pass --config"))?;
+    Ok(PathBuf::from(home).join(".config/edgescope/devices.toml"))
+}
+
+fn devices(args: &DevicesArgs) -> Result<()> {
+    let path = devices_path(args)?;
+    let mut file = if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: DevicesFile =
+            toml::from_str(&text).with_context(|| format!("{} is not a valid devices file", path.display()))?;
+        if file.format != "edgescope-devices" {
+            bail!("{} is not an edgescope devices file (format = \"edgescope-devices\")", path.display());
+        }
+        if file.version > 1 {
+            bail!(
+                "{} is devices file version {}, newer than this edgescope reads (1); update edgescope",
+                path.display(),
+                file.version
+            );
+        }
+        file
+    } else {
+        DevicesFile { format: "edgescope-devices".into(), version: 1, devices: Vec::new() }
+    };
+    if let Some(add) = &args.add {
+        let token_file = args.token_file.clone().ok_or_else(|| anyhow!("--add needs --token-file"))?;
+        let entry = DeviceEntry { name: add[0].clone(), address: add[1].clone(), token_file };
+        file.devices.retain(|d| d.name != entry.name);
+        file.devices.push(entry);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let text = toml::to_string(&file).context("serializing the devices file")?;
+        crate::session::write_atomically(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("saved {}", path.display());
+    }
+    if file.devices.is_empty() {
+        println!(
+            "no devices configured; add one with `edgescope devices --add NAME tcp://HOST:PORT --token-file PATH`"
+        );
+    }
+    for device in &file.devices {
+        let state = crate::net::protocol::read_token(&device.token_file)
+            .map_err(|e| anyhow!(e))
+            .and_then(|token| Ok(crate::net::RemoteRunner::new(&device.address, token).device()?));
+        match state {
+            Ok(record) => println!(
+                "{:<16} {:<24} connected  {} | {} | {} cores | ONNX Runtime {} | {} | power mode {}",
+                device.name,
+                device.address,
+                record.arch,
+                record.cpu_model,
+                record.logical_cores,
+                record.ort_version,
+                record.ort_providers.join(", "),
+                record.power_mode.as_deref().unwrap_or("-")
+            ),
+            Err(e) => println!("{:<16} {:<24} unavailable: {e:#}", device.name, device.address),
+        }
     }
     Ok(())
 }

@@ -46,3 +46,23 @@ pub fn trace(runner: &mut dyn Runner, job: &Job) -> TraceRun {
         RunOutput::Dynamic(_) => panic!("trace job returned a dynamic run"),
     }
 }
+
+/// Starts the real `edgescope-runner` binary on a free loopback port; returns the process and its address.
+pub fn spawn_runner_process(cache: &std::path::Path, token_file: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let address = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope-runner"))
+        .args(["--listen", &address, "--token-file"])
+        .arg(token_file)
+        .arg("--cache-dir")
+        .arg(cache)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start edgescope-runner");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "runner did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (child, address)
+}
