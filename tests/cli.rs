@@ -134,6 +134,20 @@ fn devices_and_remote_eval_through_a_runner_process() {
     let saved = edgescope::session::Session::load(&session).expect("session");
     assert_eq!(saved.runs.len(), 2);
     assert!(saved.runs.iter().all(|r| r.info.complete && r.trace.len() == 40));
+    assert!(saved.runs.iter().all(|r| r.info.runner.as_deref() == Some(format!("tcp://{address}").as_str())));
+    // The same variants on this machine: the report puts both devices side by side.
+    run_ok(
+        edgescope()
+            .args(["eval", "--threads", "1", "--warmup", "1", "--limit", "40", "--dataset"])
+            .arg(fixture("fmnist500"))
+            .arg("--variant")
+            .args(["tiny_base.toml", "tiny_ee.toml"].map(fixture))
+            .arg("--out")
+            .arg(&session),
+    );
+    let report = run_ok(edgescope().arg("report").arg(&session));
+    assert!(report.contains("Tables 3-6 by device"), "{report}");
+    assert!(report.contains(&format!("via tcp://{address}")), "{report}");
     child.kill().expect("stop runner");
     let _ = child.wait();
     // With the runner gone, the listing says so instead of failing.

@@ -325,8 +325,7 @@ fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(
             i != index
                 && r.trace.early_exit_count() == 0
                 && r.info.dataset == reference.dataset
-                && r.info.device.host == reference.device.host
-                && r.info.provider == reference.provider
+                && r.info.same_device(&reference)
         })
         .collect();
     let mut points = Vec::new();

@@ -85,6 +85,14 @@ pub enum Command {
     PickPlotExport,
     /// Capture the viewport (cropped to the plot when `crop` is set) into a PNG.
     CaptureViewport(PathBuf, bool),
+    /// Add (or replace) a remote runner.
+    AddDevice(state::DeviceConfig),
+    /// Forget a remote runner.
+    RemoveDevice(String),
+    /// Tick or untick a device for running.
+    ToggleRunDevice(String),
+    /// Run a failed trace job again.
+    RetryJob(u64),
     /// Sort a comparison table by a column (again: reverse).
     SortTable(String, usize),
     /// Show the resource timeline of a run.
@@ -286,6 +294,39 @@ impl EdgescopeApp {
                 world.table_sort = Some((table, column, ascending));
             }
             Command::ShowTimeline(index) => world.timeline_run = Some(index),
+            Command::AddDevice(device) => {
+                if device.name.trim().is_empty() || device.address.trim().is_empty() {
+                    world.error("a device needs a name and an address (tcp://HOST:PORT)");
+                } else {
+                    world.device_states.remove(&device.name);
+                    world.run_devices.insert(device.name.clone());
+                    self.saved.devices.retain(|d| d.name != device.name);
+                    self.saved.devices.push(device);
+                }
+            }
+            Command::RemoveDevice(name) => {
+                self.saved.devices.retain(|d| d.name != name);
+                world.device_states.remove(&name);
+                world.run_devices.remove(&name);
+            }
+            Command::ToggleRunDevice(name) => {
+                if !world.run_devices.remove(&name) {
+                    world.run_devices.insert(name);
+                }
+            }
+            Command::RetryJob(id) => {
+                let retry = world
+                    .jobs
+                    .iter()
+                    .find(|j| j.id == id && j.failed && j.kind == JobKind::Trace)
+                    .map(|j| (j.variant.clone(), j.dataset.clone(), j.device.clone()));
+                if let Some((variant, dataset_name, device)) = retry {
+                    match world.dataset(&dataset_name) {
+                        Ok(dataset) => self.start_job(&variant, &dataset, JobKind::Trace, &device),
+                        Err(e) => world.error(e),
+                    }
+                }
+            }
             Command::ToggleRunSelection(name) => {
                 if !world.run_selection.remove(&name) {
                     world.run_selection.insert(name);
@@ -421,16 +462,91 @@ impl EdgescopeApp {
             self.world.error("tick at least one variant to run");
             return;
         }
-        for name in names {
-            self.start_job(&name, &dataset, JobKind::Trace);
+        let devices: Vec<String> = self.world.run_devices.iter().cloned().collect();
+        if devices.is_empty() {
+            self.world.error("tick at least one device to run on");
+            return;
+        }
+        for device in &devices {
+            for name in &names {
+                self.start_job(name, &dataset, JobKind::Trace, device);
+            }
         }
     }
 
-    fn start_job(&mut self, variant_name: &str, dataset: &Arc<Dataset>, kind: JobKind) {
+    /// Probes remote runners that have no state yet, or whose retry time has come (backoff up to a minute).
+    fn probe_devices(&mut self) {
+        let now = std::time::Instant::now();
+        for device in &self.saved.devices {
+            let due = match self.world.device_states.get(&device.name) {
+                None => true,
+                Some(world::DeviceState::Failed { retry_at, .. }) => now >= *retry_at,
+                Some(_) => false,
+            };
+            if !due {
+                continue;
+            }
+            self.world.device_states.insert(device.name.clone(), world::DeviceState::Connecting);
+            let sender = self.world.probes.0.clone();
+            let ctx = self.ctx.clone();
+            let device = device.clone();
+            let spawned =
+                std::thread::Builder::new().name(format!("edgescope-probe-{}", device.name)).spawn(move || {
+                    let result = crate::net::protocol::read_token(&device.token_file).and_then(|token| {
+                        use crate::runtime::Runner;
+                        crate::net::RemoteRunner::new(&device.address, token).device().map_err(|e| e.to_string())
+                    });
+                    let _ = sender.send((device.name, result));
+                    ctx.request_repaint();
+                });
+            if let Err(e) = spawned {
+                self.world.error(format!("cannot probe a device: {e}"));
+            }
+        }
+        while let Ok((name, result)) = self.world.probes.1.try_recv() {
+            let previous_backoff = match self.world.device_states.get(&name) {
+                Some(world::DeviceState::Failed { backoff_s, .. }) => *backoff_s,
+                _ => 0,
+            };
+            let state = match result {
+                Ok(record) => world::DeviceState::Connected(Box::new(record)),
+                Err(error) => {
+                    let backoff_s = (previous_backoff * 2).clamp(5, 60);
+                    world::DeviceState::Failed {
+                        error,
+                        retry_at: std::time::Instant::now() + std::time::Duration::from_secs(backoff_s),
+                        backoff_s,
+                    }
+                }
+            };
+            self.world.device_states.insert(name, state);
+        }
+        if self.world.device_states.values().any(|s| matches!(s, world::DeviceState::Failed { .. })) {
+            self.ctx.request_repaint_after(std::time::Duration::from_secs(1));
+        }
+    }
+
+    fn start_job(&mut self, variant_name: &str, dataset: &Arc<Dataset>, kind: JobKind, device: &str) {
         let mut settings = self.run_settings();
+        let remote = if device == world::THIS_MACHINE {
+            None
+        } else {
+            let Some(config) = self.saved.devices.iter().find(|d| d.name == device) else {
+                self.world.error(format!("no device called {device} is configured"));
+                return;
+            };
+            match crate::net::protocol::read_token(&config.token_file) {
+                Ok(token) => Some(crate::net::RemoteRunner::new(&config.address, token)),
+                Err(e) => return self.world.error(format!("{device}: {e}")),
+            }
+        };
         let world = &mut self.world;
-        if world.jobs.iter().any(|j| j.handle.is_some() && j.variant == variant_name && j.dataset == dataset.name) {
-            world.error(format!("{variant_name} is already running on {}; wait or cancel it", dataset.name));
+        if world
+            .jobs
+            .iter()
+            .any(|j| j.handle.is_some() && j.variant == variant_name && j.dataset == dataset.name && j.device == device)
+        {
+            world.error(format!("{variant_name} is already running on {} ({device}); wait or cancel it", dataset.name));
             return;
         }
         let Some(entry) = world.session.variant(variant_name) else {
@@ -454,7 +570,12 @@ impl EdgescopeApp {
         let total = settings.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
         let job = Job { variant, dataset: Arc::clone(dataset), settings, mode };
         let ctx = self.ctx.clone();
-        match spawn_job(LocalRunner::new(), job, move || ctx.request_repaint()) {
+        let notify = move || ctx.request_repaint();
+        let spawned = match remote {
+            None => spawn_job(LocalRunner::new(), job, notify),
+            Some(runner) => spawn_job(runner, job, notify),
+        };
+        match spawned {
             Ok(handle) => {
                 let id = world.next_job_id;
                 world.next_job_id += 1;
@@ -462,7 +583,9 @@ impl EdgescopeApp {
                     id,
                     variant: variant_name.to_string(),
                     dataset: dataset.name.clone(),
+                    device: device.to_string(),
                     kind,
+                    failed: false,
                     handle: Some(handle),
                     done: 0,
                     total,
@@ -491,7 +614,7 @@ impl EdgescopeApp {
         };
         let mut subset = (*dataset).clone();
         subset.truncate(samples);
-        self.start_job(&variant, &Arc::new(subset), JobKind::Verify(policy));
+        self.start_job(&variant, &Arc::new(subset), JobKind::Verify(policy), world::THIS_MACHINE);
     }
 
     /// Report options from the saved state.
@@ -565,7 +688,9 @@ impl EdgescopeApp {
             match result {
                 Err(e) => {
                     slot.phase = "failed".into();
-                    self.world.error(format!("{variant}: {e}"));
+                    slot.failed = true;
+                    let device = slot.device.clone();
+                    self.world.error(format!("{variant} on {device}: {e}"));
                 }
                 Ok(RunOutput::Trace(run)) if run.info.complete => {
                     slot.phase = "done".into();
@@ -735,6 +860,7 @@ fn save_capture(
 impl eframe::App for EdgescopeApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain(ctx);
+        self.probe_devices();
         self.drive_script(ctx);
         self.apply_pending();
         if self.world.jobs.iter().any(|j| j.handle.is_some()) {

@@ -5,16 +5,26 @@ use eframe::egui;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
+use super::state::DeviceConfig;
 use super::state::SavedState;
-use super::world::{JobKind, World};
+use super::world::{DeviceState, JobKind, THIS_MACHINE, World};
 use super::{Command, Commands};
 
 /// Draws the runs tab.
 pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+    devices_ui(ui, saved, world, commands);
+    ui.separator();
     ui.heading("Run variants");
-    ui.horizontal(|ui| {
-        ui.label("device:");
-        ui.label("this machine (remote runners arrive with the device runner)");
+    ui.horizontal_wrapped(|ui| {
+        ui.label("devices:");
+        let mut names = vec![THIS_MACHINE.to_string()];
+        names.extend(saved.devices.iter().map(|d| d.name.clone()));
+        for name in names {
+            let mut ticked = world.run_devices.contains(&name);
+            if ui.checkbox(&mut ticked, &name).changed() {
+                commands.send(Command::ToggleRunDevice(name));
+            }
+        }
     });
     ui.horizontal(|ui| {
         let current = world.run_dataset.clone().unwrap_or_else(|| "choose…".into());
@@ -65,7 +75,7 @@ pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, command
                 JobKind::Trace => "trace",
                 JobKind::Verify(_) => "verify",
             };
-            ui.label(format!("{} on {} ({kind})", job.variant, job.dataset));
+            ui.label(format!("{} on {}, {} ({kind})", job.variant, job.dataset, job.device));
             let fraction = job.done as f32 / job.total.max(1) as f32;
             let rate = job.rate().map_or(String::new(), |r| format!(", {r:.0} samples/s"));
             let eta = job.eta_s().filter(|_| job.handle.is_some()).map_or(String::new(), |e| format!(", ETA {e:.0} s"));
@@ -73,6 +83,9 @@ pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, command
             ui.add(egui::ProgressBar::new(fraction).desired_width(320.0).text(text));
             if job.handle.is_some() && ui.button("Cancel").clicked() {
                 commands.send(Command::CancelJob(job.id));
+            }
+            if job.failed && job.kind == JobKind::Trace && ui.button("Retry").clicked() {
+                commands.send(Command::RetryJob(job.id));
             }
         });
     }
@@ -130,4 +143,66 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
             .y_axis_label("MB")
             .show(&mut columns[1], |plot| plot.line(Line::new("RSS", PlotPoints::from(rss))));
     });
+}
+
+/// Configured remote runners with their state, and a form to add one.
+fn devices_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
+    ui.heading("Devices");
+    ui.label(format!("{THIS_MACHINE}: runs in this process"));
+    for device in &saved.devices {
+        ui.horizontal_wrapped(|ui| {
+            ui.strong(&device.name);
+            ui.label(&device.address);
+            match world.device_states.get(&device.name) {
+                None | Some(DeviceState::Connecting) => {
+                    ui.weak("connecting…");
+                }
+                Some(DeviceState::Connected(record)) => {
+                    ui.label(format!(
+                        "connected: {} | {} | {} cores | ONNX Runtime {} | {} | power mode {}",
+                        record.arch,
+                        record.cpu_model,
+                        record.logical_cores,
+                        record.ort_version,
+                        record.ort_providers.join(", "),
+                        record.power_mode.as_deref().unwrap_or("-")
+                    ));
+                }
+                Some(DeviceState::Failed { error, backoff_s, .. }) => {
+                    ui.colored_label(
+                        ui.visuals().warn_fg_color,
+                        format!("unavailable ({error}); retrying every {backoff_s} s"),
+                    );
+                }
+            }
+            if ui.small_button("remove").clicked() {
+                commands.send(Command::RemoveDevice(device.name.clone()));
+            }
+        });
+    }
+    let form_id = ui.scope_id().with("add_device_form");
+    let mut form: (String, String, String) = ui.data(|d| d.get_temp(form_id)).unwrap_or_default();
+    let before = form.clone();
+    ui.horizontal_wrapped(|ui| {
+        for (label, value, hint) in [
+            ("device name", &mut form.0, "orin-nano"),
+            ("address", &mut form.1, "tcp://192.168.1.20:7878"),
+            ("token file", &mut form.2, "/path/to/token"),
+        ] {
+            let label = ui.label(label);
+            ui.add(egui::TextEdit::singleline(value).hint_text(hint).desired_width(160.0)).labelled_by(label.id);
+        }
+        if ui.button("Add device").clicked() {
+            commands.send(Command::AddDevice(DeviceConfig {
+                name: form.0.trim().to_string(),
+                address: form.1.trim().to_string(),
+                token_file: form.2.trim().into(),
+            }));
+            form = Default::default();
+        }
+    });
+    if form != before {
+        ui.data_mut(|d| d.insert_temp(form_id, form));
+    }
+    ui.weak("start `edgescope-runner --listen 0.0.0.0:7878 --token-file TOKEN` on the device (see README)");
 }

@@ -60,6 +60,20 @@ pub struct SavedState {
     pub run_warmup: usize,
     /// Only the first N samples (0 = all).
     pub run_limit: usize,
+    /// Remote runners the user added (the token stays in its file; only the path is saved).
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// A remote runner as the user configured it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceConfig {
+    /// A name for people ("orin-nano").
+    pub name: String,
+    /// `tcp://HOST:PORT`.
+    pub address: String,
+    /// File holding the shared token.
+    pub token_file: PathBuf,
 }
 
 impl Default for SavedState {
@@ -75,6 +89,7 @@ impl Default for SavedState {
             run_threads: 0,
             run_warmup: crate::runtime::runner::DEFAULT_WARMUP_RUNS,
             run_limit: 0,
+            devices: Vec::new(),
         }
     }
 }

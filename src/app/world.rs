@@ -15,6 +15,27 @@ use crate::data::Dataset;
 use crate::runtime::{DynamicRun, JobHandle, TraceRun};
 use crate::session::Session;
 
+/// The device name of the local runner.
+pub const THIS_MACHINE: &str = "this machine";
+
+/// What the app knows about a remote runner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeviceState {
+    /// A probe is on its way.
+    Connecting,
+    /// Reachable and authenticated.
+    Connected(Box<crate::runtime::DeviceRecord>),
+    /// Unreachable or refused; retried after `retry_at` with a growing backoff.
+    Failed {
+        /// Why.
+        error: String,
+        /// When to try again.
+        retry_at: Instant,
+        /// The backoff used, seconds.
+        backoff_s: u64,
+    },
+}
+
 /// Thresholds per sweep in the app: fine enough for smooth curves, cheap enough to recompute on a click.
 pub const APP_SWEEP_POINTS: usize = 400;
 
@@ -43,8 +64,12 @@ pub struct JobSlot {
     pub variant: String,
     /// Dataset name.
     pub dataset: String,
+    /// Where it runs: [`THIS_MACHINE`] or a configured device's name.
+    pub device: String,
     /// Trace or verify.
     pub kind: JobKind,
+    /// The job failed (for the retry button).
+    pub failed: bool,
     /// The worker; `None` once finished.
     pub handle: Option<JobHandle>,
     /// Samples done.
@@ -155,6 +180,15 @@ pub struct World {
     pub timeline_run: Option<usize>,
     /// Set when a viewport capture was written (the screenshot script waits for it).
     pub capture_done: bool,
+    /// State of each configured remote runner, by name.
+    pub device_states: HashMap<String, DeviceState>,
+    /// Probe results arrive here: (device name, result).
+    pub probes: (
+        Sender<(String, Result<crate::runtime::DeviceRecord, String>)>,
+        Receiver<(String, Result<crate::runtime::DeviceRecord, String>)>,
+    ),
+    /// Devices ticked for running (names; [`THIS_MACHINE`] included).
+    pub run_devices: BTreeSet<String>,
 }
 
 impl Default for World {
@@ -186,6 +220,9 @@ impl Default for World {
             table_sort: None,
             timeline_run: None,
             capture_done: false,
+            device_states: HashMap::new(),
+            probes: bounded(16),
+            run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
         }
     }
 }

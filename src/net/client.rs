@@ -256,12 +256,14 @@ impl Runner for RemoteRunner {
             match message {
                 RunnerMessage::Event { event } => events(event),
                 RunnerMessage::TraceResult { run } => {
-                    let run = run.decode().map_err(|e| self.remote(format!("sent a corrupt trace: {e}")))?;
+                    let mut run = run.decode().map_err(|e| self.remote(format!("sent a corrupt trace: {e}")))?;
+                    run.info.runner = Some(format!("tcp://{}", self.address));
                     let _ = connection.stream.shutdown(std::net::Shutdown::Both);
                     return Ok(RunOutput::Trace(run));
                 }
                 RunnerMessage::DynamicResult { run } => {
-                    let run = run.decode().map_err(|e| self.remote(format!("sent a corrupt run: {e}")))?;
+                    let mut run = run.decode().map_err(|e| self.remote(format!("sent a corrupt run: {e}")))?;
+                    run.info.runner = Some(format!("tcp://{}", self.address));
                     let _ = connection.stream.shutdown(std::net::Shutdown::Both);
                     return Ok(RunOutput::Dynamic(run));
                 }

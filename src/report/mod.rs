@@ -177,7 +177,7 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
         let base_size = session.base_of(&entry.name).and_then(|b| session.variant(&b)).map(|b| b.size_bytes);
         let resources = run.info.resources.as_ref();
         let make_row = |point: PointKind, policy: Option<Policy>, outcome: Outcome| Row {
-            device: format!("{} ({})", run.info.device.host, run.info.provider.trim_end_matches("ExecutionProvider")),
+            device: run.info.device_label(),
             variant: entry.name.clone(),
             tags: entry.tags.clone(),
             point,
@@ -363,7 +363,64 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
             })
             .collect(),
     };
-    vec![table2, performance, table7]
+    let mut tables = vec![table2, performance, table7];
+    tables.extend(device_pivot(rows));
+    tables
+}
+
+/// Tables 3-6 side by side: one row per variant and point, one column group per device (only when the rows
+/// come from more than one device).
+pub fn device_pivot(rows: &[Row]) -> Option<Table> {
+    let mut devices: Vec<&str> = Vec::new();
+    for row in rows {
+        if !devices.contains(&row.device.as_str()) {
+            devices.push(&row.device);
+        }
+    }
+    if devices.len() < 2 {
+        return None;
+    }
+    let key = |r: &Row| {
+        let point = r.percentile.map_or_else(|| r.point.label().to_string(), |p| format!("p{p}"));
+        if point.is_empty() { r.variant.clone() } else { format!("{} ({point})", r.variant) }
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for row in rows {
+        let k = key(row);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut columns = vec!["Model".to_string()];
+    for device in &devices {
+        for what in ["avg inf. time (ms)", "p99 (ms)", "speed-up", "accuracy (%)"] {
+            columns.push(format!("{device}: {what}"));
+        }
+    }
+    let table_rows = keys
+        .iter()
+        .map(|k| {
+            let mut cells = vec![k.clone()];
+            for device in &devices {
+                match rows.iter().find(|r| r.device == *device && key(r) == *k) {
+                    Some(r) => cells.extend([
+                        ms(Some(r.outcome.latency.mean_us)),
+                        ms(Some(r.outcome.latency.p99_us)),
+                        r.outcome.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
+                        percent(Some(r.outcome.accuracy)),
+                    ]),
+                    None => cells.extend(std::iter::repeat_n("-".to_string(), 4)),
+                }
+            }
+            cells
+        })
+        .collect();
+    Some(Table {
+        id: "devices".into(),
+        title: "Tables 3-6 by device - the same variants side by side".into(),
+        columns,
+        rows: table_rows,
+    })
 }
 
 /// Renders tables (and, for JSON, the rows behind them).

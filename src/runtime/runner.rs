@@ -105,6 +105,8 @@ pub struct RunInfo {
     pub dataset: String,
     /// Where it ran.
     pub device: DeviceRecord,
+    /// The remote runner's address; `None` for this process.
+    pub runner: Option<String>,
     /// How it ran.
     pub settings: RunSettings,
     /// The execution provider that really ran.
@@ -158,6 +160,22 @@ pub enum RunOutput {
     Trace(TraceRun),
     /// From [`RunMode::Dynamic`].
     Dynamic(DynamicRun),
+}
+
+impl RunInfo {
+    /// A label that tells devices apart: host, remote address when remote, provider.
+    pub fn device_label(&self) -> String {
+        let provider = self.provider.trim_end_matches("ExecutionProvider");
+        match &self.runner {
+            Some(address) => format!("{} via {address} ({provider})", self.device.host),
+            None => format!("{} ({provider})", self.device.host),
+        }
+    }
+
+    /// True when both runs come from the same device, runner and provider.
+    pub fn same_device(&self, other: &RunInfo) -> bool {
+        self.device.host == other.device.host && self.runner == other.runner && self.provider == other.provider
+    }
 }
 
 impl RunOutput {

@@ -176,10 +176,7 @@ impl Session {
     /// Adds a run, replacing an earlier run of the same variant, dataset, device and provider.
     pub fn upsert_run(&mut self, run: TraceRun) {
         let same = |r: &TraceRun| {
-            r.info.variant == run.info.variant
-                && r.info.dataset == run.info.dataset
-                && r.info.device.host == run.info.device.host
-                && r.info.provider == run.info.provider
+            r.info.variant == run.info.variant && r.info.dataset == run.info.dataset && r.info.same_device(&run.info)
         };
         match self.runs.iter_mut().find(|r| same(r)) {
             Some(existing) => *existing = run,
@@ -199,12 +196,9 @@ impl Session {
 
     /// The run of `variant` made on the same dataset, device and provider as `like`.
     pub fn matching_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
-        self.runs.iter().find(|r| {
-            r.info.variant == variant
-                && r.info.dataset == like.dataset
-                && r.info.device.host == like.device.host
-                && r.info.provider == like.provider
-        })
+        self.runs
+            .iter()
+            .find(|r| r.info.variant == variant && r.info.dataset == like.dataset && r.info.same_device(like))
     }
 
     /// True when `run` was made on the calibration dataset.
@@ -215,12 +209,7 @@ impl Session {
     /// The calibration run of `variant` on the same device and provider as `like`.
     pub fn calibration_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
         let dataset = self.calibration_dataset.as_deref()?;
-        self.runs.iter().find(|r| {
-            r.info.variant == variant
-                && r.info.dataset == dataset
-                && r.info.device.host == like.device.host
-                && r.info.provider == like.provider
-        })
+        self.runs.iter().find(|r| r.info.variant == variant && r.info.dataset == dataset && r.info.same_device(like))
     }
 
     /// Reads a session file; paths inside become absolute.

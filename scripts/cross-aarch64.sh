@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Cross-builds the lean device runner for 64-bit ARM (Raspberry Pi 5 on a 64-bit OS, Jetson with JetPack 5/6)
+# and, with --check, proves it works: runs it under qemu-user with the aarch64 libonnxruntime from the PyPI
+# wheel and sends it a real job from this machine's x86 client.
+#   scripts/cross-aarch64.sh            build target/aarch64-unknown-linux-gnu/release/edgescope-runner
+#   scripts/cross-aarch64.sh --check    build, then evaluate two fixture variants through the emulated runner
+# Copy the binary and libonnxruntime.so.1.31.1 (beside it) to the device; on a Jetson point ORT_DYLIB_PATH
+# at JetPack's onnxruntime-gpu library to get CUDA/TensorRT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || { [ "${1:-}" = --check ] && ! command -v qemu-aarch64 >/dev/null; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user
+    else
+        echo "needs the aarch64 cross compiler and qemu-user: apt-get install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user" >&2
+        exit 1
+    fi
+fi
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+cargo build --release --no-default-features --target "$target" --bin edgescope-runner
+out="target/$target/release"
+file "$out/edgescope-runner" 2>/dev/null || true
+ls -l "$out/edgescope-runner" "$out"/libonnxruntime.so.* 
+
+[ "${1:-}" = --check ] || exit 0
+
+work=$(mktemp -d)
+trap 'kill "${runner_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ORT_DYLIB_PATH="$PWD/$out/libonnxruntime.so.1.31.1" qemu-aarch64 -L /usr/aarch64-linux-gnu \
+    "$out/edgescope-runner" --listen "127.0.0.1:$port" --token-file "$work/token" --cache-dir "$work/cache" &
+runner_pid=$!
+for _ in $(seq 1 120); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+    sleep 0.5
+done
+cargo build --release --bin edgescope
+target/release/edgescope devices --config "$work/devices.toml" --add emulated-arm64 "tcp://127.0.0.1:$port" --token-file "$work/token"
+target/release/edgescope eval --device "tcp://127.0.0.1:$port" --token-file "$work/token" --limit 100 --warmup 2 \
+    --dataset tests/fixtures/fmnist500 --variant tests/fixtures/tiny_base.toml tests/fixtures/tiny_ee.toml \
+    --out "$work/arm64.json"
+target/release/edgescope report "$work/arm64.json" --format md
