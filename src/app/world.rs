@@ -125,6 +125,9 @@ pub enum DialogResult {
     Nothing,
 }
 
+/// A device probe's answer: the device name and its record or the error.
+pub type Probe = (String, Result<crate::runtime::DeviceRecord, String>);
+
 /// A viewport capture on its way to a file: the file, the region to crop (points), the pixels.
 pub type Capture = (PathBuf, Option<egui::Rect>, Arc<egui::ColorImage>);
 
@@ -183,10 +186,7 @@ pub struct World {
     /// State of each configured remote runner, by name.
     pub device_states: HashMap<String, DeviceState>,
     /// Probe results arrive here: (device name, result).
-    pub probes: (
-        Sender<(String, Result<crate::runtime::DeviceRecord, String>)>,
-        Receiver<(String, Result<crate::runtime::DeviceRecord, String>)>,
-    ),
+    pub probes: (Sender<Probe>, Receiver<Probe>),
     /// Devices ticked for running (names; [`THIS_MACHINE`] included).
     pub run_devices: BTreeSet<String>,
 }
