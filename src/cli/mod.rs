@@ -599,7 +599,7 @@ fn devices(args: &DevicesArgs) -> Result<()> {
             .and_then(|token| Ok(crate::net::RemoteRunner::new(&device.address, token).device()?));
         match state {
             Ok(record) => println!(
-                "{:<16} {:<24} connected  {} | {} | {} cores | ONNX Runtime {} | {} | power mode {}",
+                "{:<16} {:<24} connected  {} | {} | {} cores | ONNX Runtime {} | {} | power mode {} | {}",
                 device.name,
                 device.address,
                 record.arch,
@@ -607,7 +607,8 @@ fn devices(args: &DevicesArgs) -> Result<()> {
                 record.logical_cores,
                 record.ort_version,
                 record.ort_providers.join(", "),
-                record.power_mode.as_deref().unwrap_or("-")
+                record.power_mode.as_deref().unwrap_or("-"),
+                record.platform.summary()
             ),
             Err(e) => println!("{:<16} {:<24} unavailable: {e:#}", device.name, device.address),
         }

@@ -30,6 +30,8 @@ pub struct DeviceRecord {
     pub ort_providers: Vec<String>,
     /// Jetson power mode (nvpmodel), when readable.
     pub power_mode: Option<String>,
+    /// Board readings: model, temperatures, clocks, throttling (Jetson, Raspberry Pi).
+    pub platform: super::platform::PlatformState,
 }
 
 impl DeviceRecord {
@@ -59,6 +61,7 @@ impl DeviceRecord {
             ort_version: super::environment::ort_version().unwrap_or_else(|e| format!("unavailable: {e}")),
             ort_providers: super::environment::available_providers().unwrap_or_default(),
             power_mode: read_trimmed("/var/lib/nvpmodel/status"),
+            platform: super::platform::PlatformState::read(std::path::Path::new("/")),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod device;
 pub mod engine;
 pub mod environment;
 pub mod job;
+pub mod platform;
 pub mod runner;
 pub mod sampler;
 
@@ -14,6 +15,7 @@ pub use device::DeviceRecord;
 pub use engine::{LoadedVariant, ProviderChoice};
 pub use environment::ort_environment;
 pub use job::{JobHandle, JobMessage, spawn_job};
+pub use platform::PlatformState;
 pub use runner::{
     CancelToken, DynamicRun, Job, LocalRunner, RunEvent, RunInfo, RunMode, RunOutput, RunSettings, Runner, TraceRun,
     check_compatible,

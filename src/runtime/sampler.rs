@@ -64,11 +64,20 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 /// GPU load files: Jetson (per-mille).
 const GPU_LOAD_PATHS: [&str; 2] = ["/sys/devices/gpu.0/load", "/sys/devices/platform/gpu.0/load"];
 
-/// Reads the GPU load in percent from a Jetson-style sysfs file under `root` (per-mille values).
+/// Reads the GPU load in percent from a Jetson-style sysfs file under `root` (per-mille values): the classic
+/// `gpu.0/load`, or the `load` of the GPU's devfreq device (Orin).
 pub fn read_gpu_percent(root: &std::path::Path) -> Option<f32> {
-    GPU_LOAD_PATHS.iter().find_map(|p| {
-        let text = std::fs::read_to_string(root.join(p.trim_start_matches('/'))).ok()?;
+    let parse = |path: std::path::PathBuf| {
+        let text = std::fs::read_to_string(path).ok()?;
         text.trim().parse::<f32>().ok().map(|per_mille| per_mille / 10.0)
+    };
+    GPU_LOAD_PATHS.iter().find_map(|p| parse(root.join(p.trim_start_matches('/')))).or_else(|| {
+        let devfreq = root.join("sys/class/devfreq");
+        let gpu = std::fs::read_dir(&devfreq).ok()?.filter_map(Result::ok).find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.ends_with(".gpu") || name.ends_with(".ga10b") || name.ends_with(".gv11b") || name.ends_with(".gp10b")
+        })?;
+        parse(gpu.path().join("device/load"))
     })
 }
 
