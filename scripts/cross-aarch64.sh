@@ -33,14 +33,32 @@ work=$(mktemp -d)
 trap 'kill "${runner_pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ORT_DYLIB_PATH="$PWD/$out/libonnxruntime.so.1.31.1" qemu-aarch64 -L /usr/aarch64-linux-gnu \
-    "$out/edgescope-runner" --listen "127.0.0.1:$port" --token-file "$work/token" --cache-dir "$work/cache" &
+
+# ONNX Runtime's cpuinfo reads the host's x86 /proc/cpuinfo and /sys/devices/system/cpu under qemu-user and
+# crashes; a private mount namespace shows it a 4-core Cortex-A76 (Raspberry Pi 5) instead.
+fake="$work/fake-arm64"
+mkdir -p "$fake/cpu"
+for f in possible present online; do echo 0-3 > "$fake/cpu/$f"; done
+for c in 0 1 2 3; do
+    mkdir -p "$fake/cpu/cpu$c/topology" "$fake/cpu/cpu$c/cpufreq"
+    echo 0 > "$fake/cpu/cpu$c/topology/physical_package_id"; echo "$c" > "$fake/cpu/cpu$c/topology/core_id"
+    echo 0-3 > "$fake/cpu/cpu$c/topology/core_siblings_list"; echo "$c" > "$fake/cpu/cpu$c/topology/thread_siblings_list"
+    echo 2400000 > "$fake/cpu/cpu$c/cpufreq/cpuinfo_max_freq"; echo 2400000 > "$fake/cpu/cpu$c/cpufreq/scaling_cur_freq"
+done
+for c in 0 1 2 3; do
+    printf 'processor\t: %s\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n' "$c"
+done > "$fake/cpuinfo"
+printf 'Hardware\t: BCM2712\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n' >> "$fake/cpuinfo"
+
+unshare -m bash -c "mount --bind '$fake/cpu' /sys/devices/system/cpu && mount --bind '$fake/cpuinfo' /proc/cpuinfo && \
+    ORT_DYLIB_PATH='$PWD/$out/libonnxruntime.so.1.31.1' exec qemu-aarch64 -L /usr/aarch64-linux-gnu \
+    '$out/edgescope-runner' --listen 127.0.0.1:$port --token-file '$work/token' --cache-dir '$work/cache'" &
 runner_pid=$!
-for _ in $(seq 1 120); do
+cargo build --release --bin edgescope
+for _ in $(seq 1 240); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
     sleep 0.5
 done
-cargo build --release --bin edgescope
 target/release/edgescope devices --config "$work/devices.toml" --add emulated-arm64 "tcp://127.0.0.1:$port" --token-file "$work/token"
 target/release/edgescope eval --device "tcp://127.0.0.1:$port" --token-file "$work/token" --limit 100 --warmup 2 \
     --dataset tests/fixtures/fmnist500 --variant tests/fixtures/tiny_base.toml tests/fixtures/tiny_ee.toml \
