@@ -184,14 +184,16 @@ impl Session {
         }
     }
 
-    /// The base variant name for `variant`: its own `base`, else the session's, else a variant tagged `base`.
+    /// The base variant name for `variant`: the one its manifest names; a variant tagged `base` is its own
+    /// reference; otherwise the session's `--base`. Sessions mixing several model families stay correct because
+    /// no variant is silently compared with another family's base.
     pub fn base_of(&self, variant: &str) -> Option<String> {
         let entry = self.variant(variant)?;
         entry
             .base
             .clone()
+            .or_else(|| entry.has_tag("base").then(|| entry.name.clone()))
             .or_else(|| self.base.clone())
-            .or_else(|| self.variants.iter().find(|v| v.has_tag("base")).map(|v| v.name.clone()))
     }
 
     /// The run of `variant` made on the same dataset, device and provider as `like`.
