@@ -249,7 +249,7 @@ Stages: `data.py` (fetch, clean, split, assets) -> `train.py` -> `exits.py` -> `
     if t2:
         s.append("`target/release/edgescope report sessions/demo.json --format md` (session made by "
                  "`models/recipe/make_demo_session.sh`: `edgescope eval` at batch 1 over the whole zoo, "
-                 "default settings):\n")
+                 "one intra-op thread):\n")
         s.append(t2 + "\n")
     else:
         s.append("(not generated yet: run `models/recipe/make_demo_session.sh`, then `readme.py`)\n")

@@ -316,9 +316,11 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
     });
 }
 
-/// Static variants (and the base) on the same dataset and device: (name, mean latency ms, accuracy %).
+/// Static variants (and the base) of the same family — the same base — on the same dataset and device:
+/// (name, mean latency ms, accuracy %).
 fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(String, f64, f64)> {
     let Some(reference) = world.run(index).map(|r| r.info.clone()) else { return Vec::new() };
+    let family = world.session.base_of(&reference.variant);
     let candidates: Vec<usize> = (0..world.session.runs.len())
         .filter(|&i| {
             let r = &world.session.runs[i];
@@ -326,6 +328,7 @@ fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(
                 && r.trace.early_exit_count() == 0
                 && r.info.dataset == reference.dataset
                 && r.info.same_device(&reference)
+                && (family.is_none() || world.session.base_of(&r.info.variant) == family)
         })
         .collect();
     let mut points = Vec::new();

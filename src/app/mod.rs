@@ -815,13 +815,19 @@ impl EdgescopeApp {
     }
 }
 
+/// The variant the app first shows: a plain early-exit chain if there is one (the slider is the point of the
+/// app), else any early-exit variant, else the first run.
 fn first_early_exit_variant(world: &World) -> Option<String> {
-    world
-        .session
-        .runs
-        .iter()
-        .find(|r| r.trace.early_exit_count() > 0 && !world.session.is_calibration_run(r))
-        .or_else(|| world.session.runs.first())
+    let runs: Vec<&crate::runtime::TraceRun> =
+        world.session.runs.iter().filter(|r| !world.session.is_calibration_run(r)).collect();
+    let plain_ee = |r: &&&crate::runtime::TraceRun| {
+        r.trace.early_exit_count() == 1
+            && world.session.variant(&r.info.variant).is_some_and(|v| v.tags.iter().all(|t| t == "ee"))
+    };
+    runs.iter()
+        .find(plain_ee)
+        .or_else(|| runs.iter().find(|r| r.trace.early_exit_count() > 0))
+        .or_else(|| runs.first())
         .map(|r| r.info.variant.clone())
 }
 
@@ -891,7 +897,10 @@ impl eframe::App for EdgescopeApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
-        eframe::set_value(storage, STORAGE_KEY, &self.saved);
+        // A scripted screenshot run leaves the user's saved layout alone.
+        if self.script.is_none() {
+            eframe::set_value(storage, STORAGE_KEY, &self.saved);
+        }
     }
 }
 
@@ -909,10 +918,11 @@ pub fn run_app(session: Option<PathBuf>, screenshots: Option<PathBuf>) -> Result
         "edgescope",
         options,
         Box::new(move |cc| {
-            let app = EdgescopeApp::new(cc, session);
             Ok(Box::new(match screenshots {
-                Some(directory) => app.with_script(ScreenshotScript::new(directory)),
-                None => app,
+                // Screenshots start from a fresh layout, not the user's saved one, so they are reproducible.
+                Some(directory) => EdgescopeApp::with_state(cc.egui_ctx.clone(), SavedState::default(), session)
+                    .with_script(ScreenshotScript::new(directory)),
+                None => EdgescopeApp::new(cc, session),
             }))
         }),
     )

@@ -189,11 +189,7 @@ impl Session {
     /// no variant is silently compared with another family's base.
     pub fn base_of(&self, variant: &str) -> Option<String> {
         let entry = self.variant(variant)?;
-        entry
-            .base
-            .clone()
-            .or_else(|| entry.has_tag("base").then(|| entry.name.clone()))
-            .or_else(|| self.base.clone())
+        entry.base.clone().or_else(|| entry.has_tag("base").then(|| entry.name.clone())).or_else(|| self.base.clone())
     }
 
     /// The run of `variant` made on the same dataset, device and provider as `like`.
