@@ -3,33 +3,11 @@
 
 use std::time::Instant;
 
-use edgescope::analysis::{Criterion, Policy, PreparedTrace, ThresholdGrid, Trace};
+use edgescope::analysis::{Criterion, Policy, PreparedTrace, ThresholdGrid};
 
-fn synthetic_trace(samples: usize, exits: usize, classes: usize) -> Trace {
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let segments: Vec<usize> = (0..exits).collect();
-    let mut trace = Trace::new(classes, exits, &segments);
-    let mut probs = vec![0f32; classes];
-    for _ in 0..samples {
-        trace.labels.push((next() * classes as f64) as u32 % classes as u32);
-        trace.preprocess_us.push(20.0);
-        for exit in 0..exits {
-            let sharpness = 1.0 + next() * 10.0;
-            probs.iter_mut().for_each(|p| *p = (next() * sharpness).exp() as f32);
-            let sum: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= sum);
-            trace.exits[exit].push_distribution(&probs);
-            trace.segment_latency_us[exit].push(100.0 + (next() * 50.0) as f32);
-        }
-    }
-    trace
-}
+#[path = "support/synthetic.rs"]
+mod synthetic;
+use synthetic::synthetic_trace;
 
 fn median_ms(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -39,8 +17,8 @@ fn median_ms(mut samples: Vec<f64>) -> f64 {
 fn main() {
     let (samples, exits, classes) = (50_000, 4, 10);
     let started = Instant::now();
-    let trace = synthetic_trace(samples, exits, classes);
-    let base = synthetic_trace(samples, 1, classes);
+    let trace = synthetic_trace(samples, exits, classes, 100.0);
+    let base = synthetic_trace(samples, 1, classes, 100.0);
     println!(
         "synthetic trace: {samples} samples x {exits} exits x {classes} classes (built in {:.1} s)",
         started.elapsed().as_secs_f64()

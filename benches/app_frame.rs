@@ -4,35 +4,18 @@
 
 use std::time::Instant;
 
-use edgescope::analysis::{Criterion, Policy, Trace};
+use edgescope::analysis::{Criterion, Policy};
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
 use edgescope::runtime::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
 use eframe::egui;
 
+#[path = "support/synthetic.rs"]
+mod synthetic;
+use synthetic::synthetic_trace;
+
 fn synthetic_run(variant: &str, samples: usize, exits: usize) -> TraceRun {
-    let mut state = 0x2545f4914f6cdd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let segments: Vec<usize> = (0..exits).collect();
-    let mut trace = Trace::new(10, exits, &segments);
-    let mut probs = vec![0f32; 10];
-    for _ in 0..samples {
-        trace.labels.push((next() * 10.0) as u32 % 10);
-        trace.preprocess_us.push(20.0);
-        for exit in 0..exits {
-            let sharpness = 1.0 + next() * 10.0;
-            probs.iter_mut().for_each(|p| *p = (next() * sharpness).exp() as f32);
-            let sum: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= sum);
-            trace.exits[exit].push_distribution(&probs);
-            trace.segment_latency_us[exit].push(300.0 + (next() * 100.0) as f32);
-        }
-    }
+    let trace = synthetic_trace(samples, exits, 10, 300.0);
     let info = RunInfo { variant: variant.into(), dataset: "synthetic".into(), complete: true, ..RunInfo::default() };
     TraceRun { info, trace }
 }

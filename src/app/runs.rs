@@ -158,16 +158,7 @@ fn devices_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &m
                     ui.weak("connecting…");
                 }
                 Some(DeviceState::Connected(record)) => {
-                    ui.label(format!(
-                        "connected: {} | {} | {} cores | ONNX Runtime {} | {} | power mode {} | {}",
-                        record.arch,
-                        record.cpu_model,
-                        record.logical_cores,
-                        record.ort_version,
-                        record.ort_providers.join(", "),
-                        record.power_mode.as_deref().unwrap_or("-"),
-                        record.platform.summary()
-                    ));
+                    ui.label(format!("connected: {}", record.status_line()));
                 }
                 Some(DeviceState::Failed { error, backoff_s, .. }) => {
                     ui.colored_label(

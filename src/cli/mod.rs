@@ -598,18 +598,7 @@ fn devices(args: &DevicesArgs) -> Result<()> {
             .map_err(|e| anyhow!(e))
             .and_then(|token| Ok(crate::net::RemoteRunner::new(&device.address, token).device()?));
         match state {
-            Ok(record) => println!(
-                "{:<16} {:<24} connected  {} | {} | {} cores | ONNX Runtime {} | {} | power mode {} | {}",
-                device.name,
-                device.address,
-                record.arch,
-                record.cpu_model,
-                record.logical_cores,
-                record.ort_version,
-                record.ort_providers.join(", "),
-                record.power_mode.as_deref().unwrap_or("-"),
-                record.platform.summary()
-            ),
+            Ok(record) => println!("{:<16} {:<24} connected  {}", device.name, device.address, record.status_line()),
             Err(e) => println!("{:<16} {:<24} unavailable: {e:#}", device.name, device.address),
         }
     }

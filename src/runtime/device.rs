@@ -65,6 +65,20 @@ impl DeviceRecord {
         }
     }
 
+    /// One line for the devices list: architecture, CPU, cores, ONNX Runtime, providers, power mode, board.
+    pub fn status_line(&self) -> String {
+        format!(
+            "{} | {} | {} cores | ONNX Runtime {} | {} | power mode {} | {}",
+            self.arch,
+            self.cpu_model,
+            self.logical_cores,
+            self.ort_version,
+            self.ort_providers.join(", "),
+            self.power_mode.as_deref().unwrap_or("-"),
+            self.platform.summary()
+        )
+    }
+
     /// One line for tables and logs.
     pub fn summary(&self) -> String {
         format!(
