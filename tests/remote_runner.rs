@@ -118,25 +118,34 @@ fn a_busy_runner_says_so_and_a_killed_runner_is_a_clear_error() {
         let mut runner = RemoteRunner::new(&long_address, TOKEN.to_vec());
         runner.run(&job, &mut |e| drop(progress_sender.try_send(e)), &CancelToken::new()).map(|_| ())
     });
-    // ...wait until it measures, then a second client is told the runner is busy.
+    // ...wait until it has streamed a checkpoint (200 samples), then a second client is told the runner is busy.
     let started = std::time::Instant::now();
     loop {
-        if let Ok(edgescope::runtime::RunEvent::Progress { .. }) = progress.recv_timeout(Duration::from_secs(60)) {
+        if let Ok(edgescope::runtime::RunEvent::Progress { done, .. }) = progress.recv_timeout(Duration::from_secs(60))
+            && done >= 250
+        {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress from the runner");
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress from the runner");
     }
     let mut second = RemoteRunner::new(&address, TOKEN.to_vec());
     let quick = common::job("tiny_base.toml", "fmnist500", RunMode::Trace);
     let error = second.run(&quick, &mut |_| {}, &CancelToken::new()).expect_err("busy").to_string();
     assert!(error.contains("busy"), "{error}");
 
-    // Kill the runner mid-job: the client gets an error naming the runner, and nothing panics.
+    // Kill the runner mid-job: the client reports it, naming the runner, and keeps the streamed samples.
     child.kill().expect("kill runner");
     let _ = child.wait();
     let result = long.join().expect("the client thread does not panic");
-    let error = result.expect_err("the runner died mid-job").to_string();
-    assert!(error.contains(&address), "{error}");
+    match result.expect_err("the runner died mid-job") {
+        edgescope::runtime::RuntimeError::Interrupted { message, partial } => {
+            assert!(message.contains(&address), "{message}");
+            assert!(partial.trace.len() >= 200 && partial.trace.len() < 500, "{} samples kept", partial.trace.len());
+            assert!(!partial.info.complete && partial.info.variant == "heavy");
+            partial.trace.validate().expect("the kept samples form a valid trace");
+        }
+        other => panic!("expected an interrupted run with its samples, got {other}"),
+    }
 }
 
 mod frame_decoder {

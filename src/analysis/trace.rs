@@ -167,6 +167,51 @@ impl Trace {
         Ok(())
     }
 
+    /// Samples `from..self.len()` as a trace of their own (for streaming checkpoints).
+    pub fn tail(&self, from: usize) -> Trace {
+        let from = from.min(self.len());
+        Trace {
+            num_classes: self.num_classes,
+            labels: self.labels[from..].to_vec(),
+            exits: self
+                .exits
+                .iter()
+                .map(|e| ExitTrace {
+                    segment: e.segment,
+                    top_k: e.top_k,
+                    top_classes: e.top_classes[from * e.top_k..].to_vec(),
+                    top_probs: e.top_probs[from * e.top_k..].to_vec(),
+                    entropy_nats: e.entropy_nats[from..].to_vec(),
+                })
+                .collect(),
+            segment_latency_us: self.segment_latency_us.iter().map(|s| s[from..].to_vec()).collect(),
+            preprocess_us: self.preprocess_us[from..].to_vec(),
+        }
+    }
+
+    /// Appends the samples of `more`, which must have the same exits; returns false (and changes nothing) if
+    /// the shapes differ.
+    pub fn append(&mut self, more: &Trace) -> bool {
+        let same_shape = self.num_classes == more.num_classes
+            && self.exits.len() == more.exits.len()
+            && self.segment_latency_us.len() == more.segment_latency_us.len()
+            && self.exits.iter().zip(&more.exits).all(|(a, b)| a.segment == b.segment && a.top_k == b.top_k);
+        if !same_shape {
+            return false;
+        }
+        self.labels.extend_from_slice(&more.labels);
+        self.preprocess_us.extend_from_slice(&more.preprocess_us);
+        for (a, b) in self.segment_latency_us.iter_mut().zip(&more.segment_latency_us) {
+            a.extend_from_slice(b);
+        }
+        for (a, b) in self.exits.iter_mut().zip(&more.exits) {
+            a.top_classes.extend_from_slice(&b.top_classes);
+            a.top_probs.extend_from_slice(&b.top_probs);
+            a.entropy_nats.extend_from_slice(&b.entropy_nats);
+        }
+        true
+    }
+
     /// Inference latency of a sample that leaves at `exit`: the sum of the segments up to that exit's segment.
     pub fn latency_to_exit_us(&self, sample: usize, exit: usize) -> f32 {
         let last = self.exits[exit].segment;
@@ -201,6 +246,30 @@ mod tests {
         assert!((exit.margin(0) - 0.35).abs() < 1e-6);
         let expected = -(0.1f64 * 0.1f64.ln() + 0.6 * 0.6f64.ln() + 0.05 * 0.05f64.ln() + 0.25 * 0.25f64.ln());
         assert!((f64::from(exit.entropy_nats[0]) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tails_append_back_to_the_whole() {
+        let mut whole = Trace::new(3, 1, &[0]);
+        for (i, p) in [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]].iter().enumerate() {
+            whole.labels.push(i as u32);
+            whole.preprocess_us.push(1.0);
+            whole.segment_latency_us[0].push(i as f32);
+            whole.exits[0].push_distribution(p);
+        }
+        let mut rebuilt = whole.tail(3);
+        assert!(rebuilt.is_empty());
+        let mut first = whole.clone();
+        first.labels.truncate(1);
+        first.preprocess_us.truncate(1);
+        first.segment_latency_us[0].truncate(1);
+        first.exits[0].top_classes.truncate(3);
+        first.exits[0].top_probs.truncate(3);
+        first.exits[0].entropy_nats.truncate(1);
+        assert!(rebuilt.append(&first));
+        assert!(rebuilt.append(&whole.tail(1)));
+        assert_eq!(rebuilt, whole);
+        assert!(!Trace::new(4, 1, &[0]).append(&whole), "shapes must match");
     }
 
     #[test]

@@ -667,6 +667,7 @@ impl EdgescopeApp {
                 match message {
                     JobMessage::Event(RunEvent::Loading) => slot.phase = "loading".into(),
                     JobMessage::Event(RunEvent::WarmingUp) => slot.phase = "warming up".into(),
+                    JobMessage::Event(RunEvent::Checkpoint { .. }) => {}
                     JobMessage::Event(RunEvent::Progress { done, total }) => {
                         slot.measuring_since.get_or_insert_with(std::time::Instant::now);
                         slot.phase = "measuring".into();
@@ -690,6 +691,11 @@ impl EdgescopeApp {
                     slot.phase = "failed".into();
                     slot.failed = true;
                     let device = slot.device.clone();
+                    if let crate::runtime::RuntimeError::Interrupted { partial, .. } = &e
+                        && self.world.session.keep_partial((**partial).clone())
+                    {
+                        self.world.runs_changed();
+                    }
                     self.world.error(format!("{variant} on {device}: {e}"));
                 }
                 Ok(RunOutput::Trace(run)) if run.info.complete => {

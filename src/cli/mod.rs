@@ -114,6 +114,7 @@ impl RunArgs {
             sample_resources: !self.no_sampler,
             sampler_interval_ms: self.sample_ms,
             limit: self.limit,
+            checkpoint_every: None,
         })
     }
 }
@@ -268,6 +269,7 @@ impl Progress {
                 bar.set_position(*done as u64);
                 bar.set_message("");
             }
+            RunEvent::Checkpoint { .. } => {}
         }
     }
 
@@ -350,9 +352,19 @@ fn eval(args: &EvalArgs) -> Result<()> {
             settings: settings.clone(),
             mode: RunMode::Trace,
         };
-        let RunOutput::Trace(run) = run_job(runner.as_mut(), &job)? else {
-            bail!("the runner returned a dynamic run for a trace job")
+        let output = match run_job(runner.as_mut(), &job) {
+            Ok(output) => output,
+            Err(error) => {
+                // A remote run cut short keeps what it measured, marked incomplete, before the error is reported.
+                if let Some(crate::runtime::RuntimeError::Interrupted { partial, .. }) = error.downcast_ref()
+                    && session.keep_partial((**partial).clone())
+                {
+                    session.save(&args.out)?;
+                }
+                return Err(error);
+            }
         };
+        let RunOutput::Trace(run) = output else { bail!("the runner returned a dynamic run for a trace job") };
         eprintln!("{}", run_summary(&run));
         session.upsert_run(run);
         if let Some(calibration) = calibration.as_ref().filter(|_| variant.early_exit_count() > 0) {

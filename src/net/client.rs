@@ -13,6 +13,8 @@ use crate::runtime::{CancelToken, DeviceRecord, Job, RunOutput, Runner, RuntimeE
 
 /// Time to connect and to finish the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which a running job's link counts as lost (the runner sends a heartbeat every 2 s).
+const LINK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs jobs on an `edgescope-runner` over TCP.
 pub struct RemoteRunner {
@@ -246,25 +248,83 @@ impl Runner for RemoteRunner {
         self.upload(&mut connection, &files)?;
         let io = |e: std::io::Error| self.remote(format!("connection failed ({e})"));
         send(&mut connection.writer, &ClientMessage::Run { job: Box::new(remote_job) }).map_err(io)?;
+        let mut partial: Option<crate::runtime::TraceRun> = None;
+        let result = self.follow_run(&mut connection, events, cancel, &mut partial);
+        let _ = connection.stream.shutdown(std::net::Shutdown::Both);
+        match (result, partial) {
+            (Err(RuntimeError::Remote(message)), Some(mut partial)) if !partial.trace.is_empty() => {
+                let info = &mut partial.info;
+                info.variant = job.variant.name.clone();
+                info.dataset = job.dataset.name.clone();
+                info.settings = job.settings.clone();
+                info.samples_total = job.settings.limit.map_or(job.dataset.len(), |l| l.min(job.dataset.len()));
+                info.provider = match job.settings.provider {
+                    crate::runtime::ProviderChoice::Cpu => "CPUExecutionProvider",
+                    crate::runtime::ProviderChoice::Cuda => "CUDAExecutionProvider",
+                    crate::runtime::ProviderChoice::Tensorrt => "TensorrtExecutionProvider",
+                }
+                .into();
+                info.complete = false;
+                Err(RuntimeError::Interrupted { message, partial: Box::new(partial) })
+            }
+            (result, _) => result,
+        }
+    }
+}
+
+impl RemoteRunner {
+    /// Follows a started run until its result, collecting streamed samples in `partial`.
+    fn follow_run(
+        &self,
+        connection: &mut Connection,
+        events: &mut dyn FnMut(crate::runtime::RunEvent),
+        cancel: &CancelToken,
+        partial: &mut Option<crate::runtime::TraceRun>,
+    ) -> Result<RunOutput, RuntimeError> {
+        let io = |e: std::io::Error| self.remote(format!("connection failed ({e})"));
         let mut cancel_sent = false;
+        let mut last_heard = std::time::Instant::now();
         loop {
             if cancel.is_cancelled() && !cancel_sent {
                 send(&mut connection.writer, &ClientMessage::Cancel).map_err(io)?;
                 cancel_sent = true;
             }
-            let Some(message) = self.next(&connection, Duration::from_millis(50))? else { continue };
+            let Some(message) = self.next(connection, Duration::from_millis(50))? else {
+                if last_heard.elapsed() > LINK_TIMEOUT {
+                    return Err(self.remote(format!(
+                        "no word for {} s mid-job; the link or the runner is down",
+                        LINK_TIMEOUT.as_secs()
+                    )));
+                }
+                continue;
+            };
+            last_heard = std::time::Instant::now();
             match message {
+                RunnerMessage::Heartbeat => {}
                 RunnerMessage::Event { event } => events(event),
+                RunnerMessage::Partial { first_sample, samples } => {
+                    let samples = samples.decode().map_err(|e| self.remote(format!("sent corrupt samples: {e}")))?;
+                    let run = partial.get_or_insert_with(|| crate::runtime::TraceRun {
+                        info: crate::runtime::RunInfo {
+                            runner: Some(format!("tcp://{}", self.address)),
+                            device: self.device.clone().unwrap_or_default(),
+                            ..Default::default()
+                        },
+                        trace: samples.trace.tail(usize::MAX),
+                    });
+                    if first_sample != run.trace.len() || !run.trace.append(&samples.trace) {
+                        return Err(self.remote("sent samples out of order"));
+                    }
+                    run.info.samples_done = run.trace.len();
+                }
                 RunnerMessage::TraceResult { run } => {
                     let mut run = run.decode().map_err(|e| self.remote(format!("sent a corrupt trace: {e}")))?;
                     run.info.runner = Some(format!("tcp://{}", self.address));
-                    let _ = connection.stream.shutdown(std::net::Shutdown::Both);
                     return Ok(RunOutput::Trace(run));
                 }
                 RunnerMessage::DynamicResult { run } => {
                     let mut run = run.decode().map_err(|e| self.remote(format!("sent a corrupt run: {e}")))?;
                     run.info.runner = Some(format!("tcp://{}", self.address));
-                    let _ = connection.stream.shutdown(std::net::Shutdown::Both);
                     return Ok(RunOutput::Dynamic(run));
                 }
                 RunnerMessage::Busy { reason } => return Err(self.remote(format!("is busy: {reason}"))),

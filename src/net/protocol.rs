@@ -14,6 +14,7 @@
 //!                             ◄─────────  Stored { hash } | Failed
 //!   Run { job }               ─────────►
 //!                             ◄─────────  Event* , then TraceResult | DynamicResult | Failed | Busy
+//!                             ◄─────────  Partial { samples so far } (every few hundred samples), Heartbeat
 //!   Cancel (any time during a run) ─────►
 //! ```
 //! The token never crosses the wire: only the MAC of a fresh random challenge does.
@@ -148,6 +149,15 @@ pub enum RunnerMessage {
         /// The event.
         event: RunEvent,
     },
+    /// Samples measured so far (trace jobs), so a dropped link keeps them.
+    Partial {
+        /// Index of the first sample.
+        first_sample: usize,
+        /// The samples, compact (its info is empty).
+        samples: Box<StoredTraceRun>,
+    },
+    /// Sent every couple of seconds while a job runs, so the client can tell a silent job from a dead link.
+    Heartbeat,
     /// The trace of a trace job (possibly incomplete when cancelled).
     TraceResult {
         /// The run, compact.

@@ -19,6 +19,10 @@ use crate::session::{StoredDynamicRun, StoredTraceRun};
 
 /// Time a client has to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Quiet time after which a running job sends a heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// Samples per streamed checkpoint.
+const CHECKPOINT_SAMPLES: usize = 200;
 
 /// Configuration of a runner.
 #[derive(Clone, Debug)]
@@ -322,6 +326,9 @@ fn run_job(
     }
     let _busy = BusyGuard(&shared.busy);
     let name = job.variant.name.clone();
+    let mut job = job;
+    // Stream the samples as they are measured, so a client whose link drops keeps them.
+    job.settings.checkpoint_every = Some(CHECKPOINT_SAMPLES);
     let job = match materialize(job, &shared.config.cache_dir) {
         Ok(job) => job,
         Err(error) => return send(writer, &RunnerMessage::Failed { error }).map_err(io),
@@ -331,6 +338,11 @@ fn run_job(
     loop {
         select! {
             recv(handle.messages) -> message => match message {
+                Ok(JobMessage::Event(crate::runtime::RunEvent::Checkpoint { first_sample, samples })) => {
+                    let partial = crate::runtime::TraceRun { info: Default::default(), trace: *samples };
+                    let samples = Box::new(StoredTraceRun::of(&partial));
+                    send(writer, &RunnerMessage::Partial { first_sample, samples }).map_err(io)?;
+                }
                 Ok(JobMessage::Event(event)) => send(writer, &RunnerMessage::Event { event }).map_err(io)?,
                 Ok(JobMessage::Finished(result)) => {
                     let reply = match *result {
@@ -348,6 +360,7 @@ fn run_job(
                 // The client is gone or broken: stop the job (dropping the handle cancels it).
                 _ => return Err(format!("client of {name} disconnected mid-job; job cancelled")),
             },
+            default(HEARTBEAT) => send(writer, &RunnerMessage::Heartbeat).map_err(io)?,
         }
     }
 }

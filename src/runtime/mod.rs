@@ -62,4 +62,13 @@ pub enum RuntimeError {
     /// A remote runner failed or could not be reached; the message names it and says what to do.
     #[error("{0}")]
     Remote(String),
+    /// A remote run broke off (runner died, link lost) after measuring some samples: they are kept, marked
+    /// incomplete.
+    #[error("{message}; the {} samples measured before are kept, marked incomplete", partial.trace.len())]
+    Interrupted {
+        /// What happened, naming the runner.
+        message: String,
+        /// The samples received so far.
+        partial: Box<TraceRun>,
+    },
 }

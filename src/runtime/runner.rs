@@ -42,6 +42,9 @@ pub struct RunSettings {
     pub sampler_interval_ms: u64,
     /// Only the first N samples, for a quick look.
     pub limit: Option<usize>,
+    /// Emit the samples measured so far as a [`RunEvent::Checkpoint`] every N samples (remote runners stream
+    /// them, so a dropped link keeps what was measured).
+    pub checkpoint_every: Option<usize>,
 }
 
 impl Default for RunSettings {
@@ -53,6 +56,7 @@ impl Default for RunSettings {
             sample_resources: true,
             sampler_interval_ms: DEFAULT_SAMPLER_INTERVAL_MS,
             limit: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -92,6 +96,13 @@ pub enum RunEvent {
         done: usize,
         /// Samples in the job.
         total: usize,
+    },
+    /// The samples measured since the previous checkpoint (trace mode, when `checkpoint_every` is set).
+    Checkpoint {
+        /// Index of the first sample in `samples`.
+        first_sample: usize,
+        /// Those samples.
+        samples: Box<Trace>,
     },
 }
 
@@ -360,6 +371,7 @@ fn run_local(
     let (mut output, failure) = match &job.mode {
         RunMode::Trace => {
             let mut trace = Trace::new(variant.num_classes, loaded.segment_count(), &exit_segments);
+            let mut checkpointed = 0usize;
             let failure = measure.run(|sample, input, preprocess_us| {
                 let exits = &mut trace.exits;
                 let result = loaded.run_sample(input, input_shape, &run_options, &mut segment_us, |exit, probs| {
@@ -381,7 +393,17 @@ fn run_local(
                 for (column, &us) in trace.segment_latency_us.iter_mut().zip(&segment_us) {
                     column.push(us);
                 }
-                Ok(())
+                if let Some(every) = settings.checkpoint_every.filter(|&n| n > 0)
+                    && trace.len() - checkpointed >= every
+                {
+                    let event = RunEvent::Checkpoint {
+                        first_sample: checkpointed,
+                        samples: Box::new(trace.tail(checkpointed)),
+                    };
+                    checkpointed = trace.len();
+                    return Ok(Some(event));
+                }
+                Ok(None)
             });
             (RunOutput::Trace(TraceRun { info, trace }), failure)
         }
@@ -406,7 +428,7 @@ fn run_local(
                 run.predicted.push(taken.1);
                 run.labels.push(dataset.labels[sample]);
                 run.preprocess_us.push(preprocess_us);
-                Ok(())
+                Ok(None)
             });
             (RunOutput::Dynamic(run), failure)
         }
@@ -443,9 +465,13 @@ struct SampleLoop<'a> {
 }
 
 impl SampleLoop<'_> {
-    /// Calls `body(sample, input, preprocess_us)` for every sample until done, cancelled or failed; returns the
-    /// failure (a failure caused by cancelling, such as a terminated ONNX Runtime call, is not one).
-    fn run(&mut self, mut body: impl FnMut(usize, &[f32], f32) -> Result<(), RuntimeError>) -> Option<RuntimeError> {
+    /// Calls `body(sample, input, preprocess_us)` for every sample until done, cancelled or failed, passing on
+    /// the event it may return; returns the failure (a failure caused by cancelling, such as a terminated ONNX
+    /// Runtime call, is not one).
+    fn run(
+        &mut self,
+        mut body: impl FnMut(usize, &[f32], f32) -> Result<Option<RunEvent>, RuntimeError>,
+    ) -> Option<RuntimeError> {
         for sample in 0..self.total {
             if self.cancel.is_cancelled() {
                 return None;
@@ -455,8 +481,10 @@ impl SampleLoop<'_> {
                 return Some(e.into());
             }
             let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
-            if let Err(e) = body(sample, &self.input, preprocess_us) {
-                return (!self.cancel.is_cancelled()).then_some(e);
+            match body(sample, &self.input, preprocess_us) {
+                Err(e) => return (!self.cancel.is_cancelled()).then_some(e),
+                Ok(Some(event)) => (self.events)(event),
+                Ok(None) => {}
             }
             self.report(sample + 1, false);
         }

@@ -184,6 +184,22 @@ impl Session {
         }
     }
 
+    /// Keeps an incomplete run (a remote run cut short) unless a complete one of the same variant, dataset and
+    /// device is already there: a partial trace never replaces a whole one.
+    pub fn keep_partial(&mut self, run: TraceRun) -> bool {
+        let has_complete = self.runs.iter().any(|r| {
+            r.info.complete
+                && r.info.variant == run.info.variant
+                && r.info.dataset == run.info.dataset
+                && r.info.same_device(&run.info)
+        });
+        if has_complete {
+            return false;
+        }
+        self.upsert_run(run);
+        true
+    }
+
     /// The base variant name for `variant`: the one its manifest names; a variant tagged `base` is its own
     /// reference; otherwise the session's `--base`. Sessions mixing several model families stay correct because
     /// no variant is silently compared with another family's base.
