@@ -105,9 +105,14 @@ fn scatter_ui(ui: &mut egui::Ui, world: &mut World, rows: &[Row]) {
         rows.iter().map(|r| (r.outcome.latency.mean_us / 1000.0, r.outcome.accuracy * 100.0)).collect();
     // Size: lower is better like latency, so the same front applies.
     let size: Vec<(f64, f64)> = rows.iter().map(|r| (r.size_bytes as f64 / 1e6, r.outcome.accuracy * 100.0)).collect();
-    let name = |r: &Row| match r.point {
-        crate::report::PointKind::Static => r.variant.clone(),
-        kind => format!("{} ({})", r.variant, kind.label()),
+    // With several devices, each device is its own series, so the plots group the points by device.
+    let several_devices = rows.iter().any(|r| r.device != rows[0].device);
+    let name = |r: &Row| {
+        let variant = match r.point {
+            crate::report::PointKind::Static => r.variant.clone(),
+            kind => format!("{} ({})", r.variant, kind.label()),
+        };
+        if several_devices { format!("{variant} @ {}", r.device) } else { variant }
     };
     let height = 260.0;
     let mut rect = None;
