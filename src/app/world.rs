@@ -268,7 +268,7 @@ impl World {
         self.thumbnails.clear();
         self.verification = None;
         self.revision += 1;
-        self.timeline_run = None;
+        self.timeline_run = (!self.session.runs.is_empty()).then_some(0);
         self.run_dataset = self.session.datasets.iter().find(|d| !self.is_calibration(&d.name)).map(|d| d.name.clone());
     }
 
