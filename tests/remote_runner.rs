@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use edgescope::net::frame::{self, Frame};
+use edgescope::net::protocol::{self, ClientMessage, RunnerMessage};
 use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig, ServerHandle};
 use edgescope::runtime::{CancelToken, RunMode, Runner};
 
@@ -82,15 +83,30 @@ fn garbage_and_oversized_frames_do_not_hurt_the_runner() {
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let version = frame::read_preamble(&mut stream).expect("runner preamble");
     assert_eq!(version, frame::PROTOCOL_VERSION);
-    // A client that disconnects in the middle of an upload.
+    // A client that authenticates, starts an upload and disconnects half-way: nothing lands in the cache.
     let mut stream = TcpStream::connect(server.address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     frame::write_preamble(&mut stream).expect("preamble");
     let _ = frame::read_preamble(&mut stream).expect("runner preamble");
+    let send = |stream: &mut TcpStream, message: &ClientMessage| {
+        frame::write_frame(stream, &Frame::Message(serde_json::to_vec(message).expect("json"))).expect("send")
+    };
+    send(&mut stream, &ClientMessage::Hello { client: "test".into() });
+    let Frame::Message(bytes) = frame::read_frame(&mut stream, 1 << 16).expect("challenge") else { panic!("message") };
+    let Ok(RunnerMessage::Challenge { nonce }) = serde_json::from_slice(&bytes) else { panic!("challenge") };
+    let mac = protocol::auth_mac(TOKEN, &hex::decode(nonce).expect("hex"));
+    send(&mut stream, &ClientMessage::Auth { mac });
+    let Frame::Message(bytes) = frame::read_frame(&mut stream, 1 << 20).expect("welcome") else { panic!("message") };
+    assert!(matches!(serde_json::from_slice(&bytes), Ok(RunnerMessage::Welcome { .. })));
+    send(&mut stream, &ClientMessage::Upload { hash: "ab".repeat(32), size: 1000 });
+    frame::write_frame(&mut stream, &Frame::Data(vec![1; 100])).expect("first chunk");
     drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+    let leftovers: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).collect();
+    assert!(leftovers.is_empty(), "a broken upload leaves nothing in the cache: {leftovers:?}");
     // After all that, a real client still gets served.
     let mut runner = RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec());
     assert!(runner.device().is_ok());
-    let _ = Frame::Data(Vec::new());
 }
 
 #[test]
