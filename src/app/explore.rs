@@ -49,12 +49,39 @@ pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
         return;
     };
 
+    // The policy is evaluated once per frame; the controls and the plots share the result.
+    let frame = world.run_index(&selected).and_then(|index| {
+        let criterion = saved.criterion;
+        let analysis = world.analysis(index, criterion)?;
+        let early = world.session.runs[index].trace.early_exit_count();
+        let policy = world.policy_for(&selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
+        let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
+        let per_sample = analysis.prepared.exits_and_latencies(&policy);
+        Some(ExploreFrame { index, analysis, policy, outcome, per_sample })
+    });
+
     egui::Panel::left("explore_controls").resizable(true).default_size(360.0).show(ui, |ui| {
         egui::ScrollArea::vertical().show(ui, |ui| {
-            controls_ui(ui, saved, world, commands, &variants, &selected);
+            controls_ui(ui, saved, world, commands, &variants, &selected, frame.as_ref());
         });
     });
-    egui::CentralPanel::default().show(ui, |ui| plots_ui(ui, saved, world, &selected));
+    if let Some(frame) = &frame {
+        egui::CentralPanel::default().show(ui, |ui| plots_ui(ui, saved, world, &selected, frame));
+    }
+}
+
+/// What the explore view computes once per frame for the selected variant.
+struct ExploreFrame {
+    /// Index of the explored run.
+    index: usize,
+    /// Its prepared trace and sweep.
+    analysis: std::sync::Arc<super::world::Analysis>,
+    /// The current policy.
+    policy: Policy,
+    /// What the policy yields.
+    outcome: Outcome,
+    /// Exit and predicted latency of every sample under the policy.
+    per_sample: Vec<(u8, f32)>,
 }
 
 fn controls_ui(
@@ -64,6 +91,7 @@ fn controls_ui(
     commands: &mut Commands<'_>,
     variants: &[(String, usize)],
     selected: &str,
+    frame: Option<&ExploreFrame>,
 ) {
     ui.heading("Variant");
     egui::ComboBox::from_label("variant").selected_text(selected).width(220.0).show_ui(ui, |ui| {
@@ -95,9 +123,8 @@ fn controls_ui(
         }
     });
 
-    let Some(index) = world.run_index(selected) else { return };
-    let Some(analysis) = world.analysis(index, criterion) else { return };
-    let run = &world.session.runs[index];
+    let Some(ExploreFrame { index, analysis, policy, outcome, .. }) = frame else { return };
+    let run = &world.session.runs[*index];
     let early = run.trace.early_exit_count();
     let num_classes = run.trace.num_classes;
     ui.weak(format!(
@@ -109,7 +136,6 @@ fn controls_ui(
     ));
     ui.separator();
 
-    let policy = world.policy_for(selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
     if early > 0 {
         ui.heading("Thresholds");
         let verb = if criterion.exits_below() { "<=" } else { ">=" };
@@ -129,7 +155,7 @@ fn controls_ui(
             commands.send(Command::SetPolicy(selected.to_string(), Policy { criterion, thresholds }));
         }
         let percentile_id = ui.scope_id().with(("calibration_percentile", selected));
-        let run = &world.session.runs[index];
+        let run = &world.session.runs[*index];
         if world.session.calibration_run(&run.info.variant, &run.info).is_some() {
             let mut percentile: f64 = ui.data(|d| d.get_temp(percentile_id)).unwrap_or(75.0);
             ui.horizontal(|ui| {
@@ -168,10 +194,9 @@ fn controls_ui(
         });
     }
 
-    let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
     ui.separator();
     ui.heading("Outcome");
-    readouts_ui(ui, &outcome, analysis.prepared.base_accuracy());
+    readouts_ui(ui, outcome, analysis.prepared.base_accuracy());
     verification_ui(ui, world, selected);
 }
 
@@ -232,13 +257,11 @@ fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str) {
     ui.label(format!("same exit as predicted: {} of {}", v.same_exit, v.run.exit_taken.len()));
 }
 
-fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: &str) {
+fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: &str, frame: &ExploreFrame) {
     let criterion = saved.criterion;
-    let Some(index) = world.run_index(selected) else { return };
-    let Some(analysis) = world.analysis(index, criterion) else { return };
+    let ExploreFrame { index, analysis, policy, outcome, per_sample } = frame;
+    let index = *index;
     let early = world.session.runs[index].trace.early_exit_count();
-    let policy = world.policy_for(selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
-    let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
     let statics = static_points(world, index, criterion);
 
     let height = (ui.available_height() / 2.0 - 24.0).max(180.0);
@@ -310,9 +333,9 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
     ui.columns(2, |columns| {
         let ui = &mut columns[0];
         ui.strong("Predicted latency by exit");
-        histogram_ui(ui, &analysis.prepared.exits_and_latencies(&policy), height);
+        histogram_ui(ui, per_sample, height);
         let ui = &mut columns[1];
-        changed_samples_ui(ui, world, index, &policy);
+        changed_samples_ui(ui, world, index, per_sample);
     });
 }
 
@@ -334,9 +357,9 @@ fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(
     let mut points = Vec::new();
     for i in candidates {
         let name = world.session.runs[i].info.variant.clone();
-        if let Some(analysis) = world.analysis(i, criterion) {
-            let outcome = analysis.prepared.evaluate(&Policy::never_exit(criterion, 0));
-            points.push((name, outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0));
+        // A static run's sweep is one point, its final exit: cached, not re-evaluated every frame.
+        if let Some(point) = world.analysis(i, criterion).and_then(|a| a.sweep.points.first().cloned()) {
+            points.push((name, point.mean_latency_us / 1000.0, point.accuracy * 100.0));
         }
     }
     points
@@ -383,20 +406,18 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], height: f32) {
 }
 
 /// The samples whose top-1 label differs from the base's under the current policy, with thumbnails.
-fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, policy: &Policy) {
-    let Some(analysis) = world.analysis(index, policy.criterion) else { return };
+fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, per_sample: &[(u8, f32)]) {
     let run = &world.session.runs[index];
     let Some(base) = crate::report::base_run(&world.session, run).filter(|b| b.trace.len() == run.trace.len()) else {
         ui.strong("Changed against the base");
         ui.weak("no base trace on this dataset and device");
         return;
     };
-    let exits = analysis.prepared.exit_of_each_sample(policy);
     let base_final = base.trace.exits.len() - 1;
-    let changed: Vec<(usize, u8, u16, u16, u32)> = exits
+    let changed: Vec<(usize, u8, u16, u16, u32)> = per_sample
         .iter()
         .enumerate()
-        .filter_map(|(s, &e)| {
+        .filter_map(|(s, &(e, _))| {
             let variant_label = run.trace.exits[usize::from(e)].predicted(s);
             let base_label = base.trace.exits[base_final].predicted(s);
             (variant_label != base_label).then_some((s, e, base_label, variant_label, run.trace.labels[s]))

@@ -497,30 +497,14 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     let early_measured = dynamic.exit_taken.iter().filter(|&&e| usize::from(e) < early).count();
     println!("{} at {} {:?}: {} samples", args.variant, criterion.name(), policy.thresholds, dynamic.labels.len());
     println!("{:<22} {:>12} {:>12}", "", "predicted", "measured");
-    println!(
-        "{:<22} {:>12.3} {:>12.3}",
-        "mean latency (ms)",
-        predicted.latency.mean_us / 1000.0,
-        measured.mean_us / 1000.0
-    );
-    println!(
-        "{:<22} {:>12.3} {:>12.3}",
-        "p50 latency (ms)",
-        predicted.latency.p50_us / 1000.0,
-        measured.p50_us / 1000.0
-    );
-    println!(
-        "{:<22} {:>12.3} {:>12.3}",
-        "p90 latency (ms)",
-        predicted.latency.p90_us / 1000.0,
-        measured.p90_us / 1000.0
-    );
-    println!(
-        "{:<22} {:>12.3} {:>12.3}",
-        "p99 latency (ms)",
-        predicted.latency.p99_us / 1000.0,
-        measured.p99_us / 1000.0
-    );
+    for (name, predicted_us, measured_us) in [
+        ("mean latency (ms)", predicted.latency.mean_us, measured.mean_us),
+        ("p50 latency (ms)", predicted.latency.p50_us, measured.p50_us),
+        ("p90 latency (ms)", predicted.latency.p90_us, measured.p90_us),
+        ("p99 latency (ms)", predicted.latency.p99_us, measured.p99_us),
+    ] {
+        println!("{name:<22} {:>12.3} {:>12.3}", predicted_us / 1000.0, measured_us / 1000.0);
+    }
     println!("{:<22} {:>12.2} {:>12.2}", "accuracy (%)", predicted.accuracy * 100.0, correct as f64 * 100.0 / n);
     println!(
         "{:<22} {:>12.2} {:>12.2}",

@@ -247,6 +247,22 @@ fn model_label(row: &Row) -> String {
     label
 }
 
+/// Device, model, size, compression and accuracy: the first columns of Tables 2 and 7.
+fn size_and_accuracy_cells(r: &Row) -> Vec<String> {
+    vec![
+        r.device.clone(),
+        model_label(r),
+        format!("{:.2}", r.size_bytes as f64 / 1e6),
+        r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
+        percent(Some(r.outcome.accuracy)),
+    ]
+}
+
+/// The early-exit rate, or "-" for a static variant.
+fn early_exit_rate_cell(r: &Row) -> String {
+    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) }
+}
+
 /// Builds the study's tables from rows.
 pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let criterion = options.criterion.name();
@@ -269,17 +285,14 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
         rows: rows
             .iter()
             .map(|r| {
-                vec![
-                    r.device.clone(),
-                    model_label(r),
-                    format!("{:.2}", r.size_bytes as f64 / 1e6),
-                    r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
-                    percent(Some(r.outcome.accuracy)),
+                let mut cells = size_and_accuracy_cells(r);
+                cells.extend([
                     percent(r.outcome.top5_accuracy),
                     percent(r.outcome.label_loyalty),
                     percent(r.outcome.probability_loyalty),
-                    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) },
-                ]
+                    early_exit_rate_cell(r),
+                ]);
+                cells
             })
             .collect(),
     };
@@ -350,16 +363,13 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
             .iter()
             .filter(quantized_or_ee)
             .map(|r| {
-                vec![
-                    r.device.clone(),
-                    model_label(r),
-                    format!("{:.2}", r.size_bytes as f64 / 1e6),
-                    r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
-                    percent(Some(r.outcome.accuracy)),
+                let mut cells = size_and_accuracy_cells(r);
+                cells.extend([
                     format!("{:.3}", r.outcome.total_time_s),
                     r.outcome.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
-                    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) },
-                ]
+                    early_exit_rate_cell(r),
+                ]);
+                cells
             })
             .collect(),
     };
