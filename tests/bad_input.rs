@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::fixture;
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
-use edgescope::runtime::{CancelToken, Job, LocalRunner, RunMode, Runner, check_compatible};
+use edgescope::runtime::{CancelToken, Job, LocalRunner, RunMode, RunOutput, Runner, check_compatible};
 use edgescope::session::Session;
 
 fn message(error: impl std::fmt::Display) -> String {
@@ -112,22 +112,33 @@ fn labels_out_of_range_are_refused() {
 }
 
 #[test]
-fn an_unreadable_image_fails_the_run_naming_the_file() {
+fn an_unreadable_image_is_skipped_naming_the_file_and_a_folder_of_them_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let class = dir.path().join("a");
     std::fs::create_dir_all(&class).expect("mkdir");
     std::fs::copy(fixture("folder/0_T-shirt_top/test005_gray.png"), class.join("1.png")).expect("copy");
     std::fs::write(class.join("2.png"), b"\x89PNG\r\n\x1a\n definitely not a png").expect("write");
     std::fs::create_dir_all(dir.path().join("b")).expect("mkdir");
-    let dataset = Arc::new(Dataset::open(dir.path()).expect("folder opens"));
-    let job = Job {
+    let job = |root: &std::path::Path| Job {
         variant: Arc::new(Variant::open(&fixture("tiny_base.toml")).expect("variant")),
-        dataset,
+        dataset: Arc::new(Dataset::open(root).expect("folder opens")),
         settings: common::quick_settings(),
         mode: RunMode::Trace,
     };
-    let error = message(LocalRunner::new().run(&job, &mut |_| {}, &CancelToken::new()).expect_err("bad image"));
-    assert!(error.contains("2.png") && error.contains("unreadable image"), "{error}");
+    let output = LocalRunner::new().run(&job(dir.path()), &mut |_| {}, &CancelToken::new()).expect("the run goes on");
+    let RunOutput::Trace(run) = output else { panic!("a trace") };
+    assert!(run.info.complete);
+    assert_eq!(run.trace.len(), 1);
+    let skipped = &run.info.skipped[0];
+    assert_eq!(skipped.index, 1);
+    assert!(skipped.source.as_deref().is_some_and(|s| s.ends_with("2.png")), "{skipped:?}");
+    assert!(skipped.reason.contains("unreadable image"), "{skipped:?}");
+
+    // A folder whose images are all unreadable is refused when opened, naming the first.
+    std::fs::remove_file(class.join("1.png")).expect("remove");
+    std::fs::write(class.join("0.png"), b"\x89PNG\r\n\x1a\n not one either").expect("write");
+    let error = message(Dataset::open(dir.path()).expect_err("no readable image"));
+    assert!(error.contains("0.png") && error.contains("every other image"), "{error}");
 }
 
 #[test]

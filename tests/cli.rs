@@ -41,7 +41,8 @@ fn eval_report_sweep_verify() {
     assert!(md.contains("| Device | Model |"));
     let json = run_ok(edgescope().arg("report").arg(&session).args(["--format", "json"]));
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("json report");
-    assert_eq!(parsed["tables"].as_array().map(Vec::len), Some(3));
+    assert_eq!(parsed["tables"].as_array().map(Vec::len), Some(4), "Tables 2, 3-6, 7 and the runs");
+    assert_eq!(parsed["tables"][3]["id"], "runs");
 
     let sweep = run_ok(edgescope().arg("sweep").arg(&session).args([
         "--variant",

@@ -189,6 +189,28 @@ impl Trace {
         }
     }
 
+    /// The first `count` samples (all of them when the trace is shorter).
+    pub fn head(&self, count: usize) -> Trace {
+        let count = count.min(self.len());
+        Trace {
+            num_classes: self.num_classes,
+            labels: self.labels[..count].to_vec(),
+            exits: self
+                .exits
+                .iter()
+                .map(|e| ExitTrace {
+                    segment: e.segment,
+                    top_k: e.top_k,
+                    top_classes: e.top_classes[..count * e.top_k].to_vec(),
+                    top_probs: e.top_probs[..count * e.top_k].to_vec(),
+                    entropy_nats: e.entropy_nats[..count].to_vec(),
+                })
+                .collect(),
+            segment_latency_us: self.segment_latency_us.iter().map(|s| s[..count].to_vec()).collect(),
+            preprocess_us: self.preprocess_us[..count].to_vec(),
+        }
+    }
+
     /// Appends the samples of `more`, which must have the same exits; returns false (and changes nothing) if
     /// the shapes differ.
     pub fn append(&mut self, more: &Trace) -> bool {

@@ -39,7 +39,8 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
             commands.send(Command::PickPlotExport);
         }
     });
-    let tables = crate::report::tables(&rows, &options);
+    let mut tables = crate::report::tables(&rows, &options);
+    tables.push(crate::report::runs_table(&world.session));
     egui::ScrollArea::vertical().show(ui, |ui| {
         scatter_ui(ui, world, &rows);
         for table in &tables {

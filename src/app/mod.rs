@@ -21,7 +21,9 @@ use crate::analysis::{Criterion, Policy};
 use crate::data::Dataset;
 use crate::model::Variant;
 use crate::report::Format;
-use crate::runtime::{Job, JobMessage, LocalRunner, RunEvent, RunMode, RunOutput, RunSettings, spawn_job};
+use crate::runtime::{
+    IsolatedRunner, Job, JobMessage, LocalRunner, RunEvent, RunMode, RunOutput, RunSettings, spawn_job,
+};
 use crate::session::{Session, VariantEntry, write_atomically};
 pub use state::{SavedState, Tab};
 use world::{DialogResult, JobKind, JobSlot, Verification, World};
@@ -114,6 +116,9 @@ pub struct EdgescopeApp {
     ctx: egui::Context,
     /// Scripted screenshots for the README, if requested.
     script: Option<ScreenshotScript>,
+    /// The edgescope executable local runs start a fresh process of (one per variant, so its memory is its
+    /// own); `None` runs them in this process (tests, where the executable is the test harness).
+    child_executable: Option<PathBuf>,
 }
 
 /// Takes the README's screenshots: shows each tab, waits for it to settle, captures the window, then closes.
@@ -162,12 +167,15 @@ impl EdgescopeApp {
     /// Creates the app; opens `session` if given, else the last session, else the demo.
     pub fn new(cc: &eframe::CreationContext<'_>, session: Option<PathBuf>) -> Self {
         let saved: SavedState = cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)).unwrap_or_default();
-        Self::with_state(cc.egui_ctx.clone(), saved, session)
+        let mut app = Self::with_state(cc.egui_ctx.clone(), saved, session);
+        app.child_executable = std::env::current_exe().ok();
+        app
     }
 
     /// Creates the app from a saved state (used by tests).
     pub fn with_state(ctx: egui::Context, saved: SavedState, session: Option<PathBuf>) -> Self {
-        let mut app = Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None };
+        let mut app =
+            Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None, child_executable: None };
         let start =
             session.or_else(|| app.saved.session_path.clone().filter(|p| p.is_file())).or_else(demo_session_path);
         if let Some(path) = start {
@@ -362,7 +370,9 @@ impl EdgescopeApp {
                     ..crate::report::ReportOptions::default()
                 };
                 let rows = crate::report::rows(&world.session, &options);
-                let text = crate::report::render(&crate::report::tables(&rows, &options), &rows, format);
+                let mut tables = crate::report::tables(&rows, &options);
+                tables.push(crate::report::runs_table(&world.session));
+                let text = crate::report::render(&tables, &rows, format);
                 match write_atomically(&path, text.as_bytes()) {
                     Ok(()) => world.notice = Some(format!("exported {}", path.display())),
                     Err(e) => world.error(format!("cannot write {}: {e}", path.display())),
@@ -553,7 +563,7 @@ impl EdgescopeApp {
             world.error(format!("the session does not list variant {variant_name}"));
             return;
         };
-        let variant = match Variant::open(&entry.path) {
+        let variant = match entry.open() {
             Ok(v) => Arc::new(v),
             Err(e) => return world.error(e.to_string()),
         };
@@ -562,8 +572,9 @@ impl EdgescopeApp {
         }
         let mode = match &kind {
             JobKind::Trace => RunMode::Trace,
-            JobKind::Verify(policy) => {
+            JobKind::Verify(policy, covered) => {
                 settings.sample_resources = false;
+                settings.limit = Some((*covered).max(1));
                 RunMode::Dynamic(policy.clone())
             }
         };
@@ -571,9 +582,10 @@ impl EdgescopeApp {
         let job = Job { variant, dataset: Arc::clone(dataset), settings, mode };
         let ctx = self.ctx.clone();
         let notify = move || ctx.request_repaint();
-        let spawned = match remote {
-            None => spawn_job(LocalRunner::new(), job, notify),
-            Some(runner) => spawn_job(runner, job, notify),
+        let spawned = match (remote, &self.child_executable) {
+            (None, Some(executable)) => spawn_job(IsolatedRunner::new(executable.clone()), job, notify),
+            (None, None) => spawn_job(LocalRunner::new(), job, notify),
+            (Some(runner), _) => spawn_job(runner, job, notify),
         };
         match spawned {
             Ok(handle) => {
@@ -607,14 +619,14 @@ impl EdgescopeApp {
             return;
         };
         let run = &self.world.session.runs[index];
-        let (dataset_name, samples) = (run.info.dataset.clone(), run.trace.len());
+        let dataset_name = run.info.dataset.clone();
+        // The dataset samples the trace covers (measured and skipped); the dynamic run covers the same ones.
+        let covered = run.info.samples_done.max(run.trace.len() + run.info.skipped.len());
         let dataset = match self.world.dataset(&dataset_name) {
             Ok(d) => d,
             Err(e) => return self.world.error(e),
         };
-        let mut subset = (*dataset).clone();
-        subset.truncate(samples);
-        self.start_job(&variant, &Arc::new(subset), JobKind::Verify(policy), world::THIS_MACHINE);
+        self.start_job(&variant, &dataset, JobKind::Verify(policy, covered), world::THIS_MACHINE);
     }
 
     /// Report options from the saved state.
@@ -665,6 +677,7 @@ impl EdgescopeApp {
             let Some(handle) = &slot.handle else { continue };
             while let Ok(message) = handle.messages.try_recv() {
                 match message {
+                    JobMessage::Event(RunEvent::Queued) => slot.phase = "queued behind another run".into(),
                     JobMessage::Event(RunEvent::Loading) => slot.phase = "loading".into(),
                     JobMessage::Event(RunEvent::WarmingUp) => slot.phase = "warming up".into(),
                     JobMessage::Event(RunEvent::Checkpoint { .. }) => {}
@@ -687,6 +700,7 @@ impl EdgescopeApp {
             let variant = slot.variant.clone();
             let kind = slot.kind.clone();
             match result {
+                Err(crate::runtime::RuntimeError::Cancelled) => slot.phase = "cancelled before it started".into(),
                 Err(e) => {
                     slot.phase = "failed".into();
                     slot.failed = true;
@@ -700,6 +714,10 @@ impl EdgescopeApp {
                 }
                 Ok(RunOutput::Trace(run)) if run.info.complete => {
                     slot.phase = "done".into();
+                    if !run.info.skipped.is_empty() || run.info.resources.as_ref().is_some_and(|r| r.is_noisy()) {
+                        let notes = crate::report::run_notes(&run.info);
+                        self.world.notice = Some(format!("{variant}: {}", notes.join("; ")));
+                    }
                     self.world.session.upsert_run(run);
                     self.world.runs_changed();
                     if self.saved.selected_variant.is_none() {
@@ -707,12 +725,32 @@ impl EdgescopeApp {
                     }
                 }
                 Ok(RunOutput::Trace(run)) => {
-                    slot.phase = format!("cancelled after {} samples", run.trace.len());
-                    self.world.notice = Some(format!("{variant}: cancelled; the previous trace (if any) is kept"));
+                    let measured = run.trace.len();
+                    let failure = run.info.failure.clone();
+                    match &failure {
+                        Some(_) => {
+                            slot.phase = "failed".into();
+                            slot.failed = true;
+                        }
+                        None => slot.phase = format!("cancelled after {measured} samples"),
+                    }
+                    let kept = measured > 0 && self.world.session.keep_partial(run);
+                    if kept {
+                        self.world.runs_changed();
+                    }
+                    let what = if kept {
+                        format!("its {measured} measured samples are kept, marked incomplete")
+                    } else {
+                        "the complete trace already there is kept".into()
+                    };
+                    match failure {
+                        Some(failure) => self.world.error(format!("{variant}: {failure}; {what}")),
+                        None => self.world.notice = Some(format!("{variant}: cancelled; {what}")),
+                    }
                 }
                 Ok(RunOutput::Dynamic(run)) => {
                     slot.phase = if run.info.complete { "done".into() } else { "cancelled".into() };
-                    if let (true, JobKind::Verify(policy)) = (run.info.complete, kind) {
+                    if let (true, JobKind::Verify(policy, _)) = (run.info.complete, kind) {
                         self.finish_verification(variant, run, &policy);
                     }
                 }

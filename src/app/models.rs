@@ -48,6 +48,9 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                         variant.num_classes,
                         variant.base.as_deref().unwrap_or("-")
                     ));
+                    if !variant.outputs.is_empty() {
+                        ui.label(format!("exit outputs: {}", variant.outputs));
+                    }
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {

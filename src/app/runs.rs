@@ -73,7 +73,7 @@ pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, command
         ui.horizontal(|ui| {
             let kind = match job.kind {
                 JobKind::Trace => "trace",
-                JobKind::Verify(_) => "verify",
+                JobKind::Verify(..) => "verify",
             };
             ui.label(format!("{} on {}, {} ({kind})", job.variant, job.dataset, job.device));
             let fraction = job.done as f32 / job.total.max(1) as f32;

@@ -52,8 +52,8 @@ pub struct Analysis {
 pub enum JobKind {
     /// Recording a trace.
     Trace,
-    /// A dynamic run at a policy, to check predictions.
-    Verify(Policy),
+    /// A dynamic run at a policy over the dataset samples the trace covers.
+    Verify(Policy, usize),
 }
 
 /// One running or finished job, shown with a progress bar.

@@ -1,5 +1,7 @@
-//! The command line: `eval`, `report`, `sweep`, `verify` and `inspect`. Parsing and printing only; the work
-//! happens in the library layers below.
+//! The command line: `eval`, `report`, `sweep`, `verify`, `samples` and `inspect`. Parsing and printing only;
+//! the work happens in the library layers below.
+
+mod samples;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,10 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::analysis::outcome::LatencySummary;
 use crate::analysis::policy::{Criterion, Policy};
 use crate::data::Dataset;
-use crate::model::{Variant, format_shape};
+use crate::model::{OutputKind, Variant, format_shape};
 use crate::report::{self, Format, ReportOptions};
 use crate::runtime::{
-    CancelToken, Job, LocalRunner, ProviderChoice, RunEvent, RunMode, RunOutput, RunSettings, Runner, TraceRun,
+    CancelToken, IsolatedRunner, Job, ProviderChoice, RunEvent, RunMode, RunOutput, RunSettings, Runner, TraceRun,
 };
 use crate::session::{DatasetEntry, Session, VariantEntry};
 
@@ -60,10 +62,15 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Run a variant dynamically at a policy and compare measured with predicted latency.
     Verify(VerifyArgs),
+    /// Export one row per sample of a variant's run (labels, per-exit predictions, confidences, latencies).
+    Samples(samples::SamplesArgs),
     /// Show what a variant (ONNX file or manifest) contains.
     Inspect(InspectArgs),
     /// List the configured remote runners with their state, or add one.
     Devices(DevicesArgs),
+    /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
+    #[command(name = "measure-job", hide = true)]
+    MeasureJob,
 }
 
 /// `edgescope devices`.
@@ -92,7 +99,7 @@ pub struct RunArgs {
     /// Execution provider: cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu")]
     pub ep: String,
-    /// Only the first N samples.
+    /// Only the first N samples (a limited run is kept beside the full trace, never in its place).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Switch the resource sampler off.
@@ -105,6 +112,9 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn settings(&self) -> Result<RunSettings> {
+        if self.limit == Some(0) {
+            bail!("--limit 0 measures nothing; give at least 1, or leave --limit out for every sample");
+        }
         let provider = ProviderChoice::parse(&self.ep)
             .ok_or_else(|| anyhow!("--ep must be cpu, cuda or tensorrt, not {:?}", self.ep))?;
         Ok(RunSettings {
@@ -131,9 +141,18 @@ pub struct EvalArgs {
     /// Session file to write (added to when it exists).
     #[arg(long)]
     pub out: PathBuf,
-    /// Name of the base variant (overrides tags).
+    /// Name of the base variant (overrides tags). Without it and without a variant tagged `base` by a
+    /// manifest, the first float model (no quantized operators) among bare ONNX files is the base.
     #[arg(long)]
     pub base: Option<String>,
+    /// What the exits of bare ONNX files hold: logits, probabilities or log-probabilities (default: read off
+    /// the graph, a final Softmax / LogSoftmax, and confirmed on the first samples). Manifests say it themselves.
+    #[arg(long)]
+    pub outputs: Option<String>,
+    /// Read and preprocess every sample before running anything and stop at the first unreadable one
+    /// (by default unreadable samples are skipped, listed and left out of every denominator).
+    #[arg(long)]
+    pub strict: bool,
     /// Run on a remote edgescope-runner (tcp://HOST:PORT) instead of this machine.
     #[arg(long, requires = "token_file")]
     pub device: Option<String>,
@@ -227,10 +246,17 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Report(args)) => report_command(&args),
         Some(Command::Sweep(args)) => sweep(&args),
         Some(Command::Verify(args)) => verify(&args),
+        Some(Command::Samples(args)) => samples::samples(&args),
         Some(Command::Inspect(args)) => inspect(&args),
         Some(Command::Devices(args)) => devices(&args),
+        Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }
+}
+
+fn parse_output_kind(text: &str) -> Result<OutputKind> {
+    OutputKind::parse(text)
+        .ok_or_else(|| anyhow!("--outputs must be logits, probabilities or log-probabilities, not {text:?}"))
 }
 
 fn parse_criterion(text: &str) -> Result<Criterion> {
@@ -262,6 +288,7 @@ impl Progress {
     fn event(&self, event: &RunEvent) {
         let Some(bar) = &self.bar else { return };
         match event {
+            RunEvent::Queued => bar.set_message("queued behind another run"),
             RunEvent::Loading => bar.set_message("loading"),
             RunEvent::WarmingUp => bar.set_message("warming up"),
             RunEvent::Progress { done, total } => {
@@ -280,27 +307,134 @@ impl Progress {
     }
 }
 
-fn run_job(runner: &mut dyn Runner, job: &Job) -> Result<RunOutput> {
+fn run_job(runner: &mut dyn Runner, job: &Job, cancel: &CancelToken) -> Result<RunOutput> {
+    run_job_with(runner, job, cancel, &mut |_| {})
+}
+
+/// Runs a job with a progress bar, passing every event on to `on_event` too.
+fn run_job_with(
+    runner: &mut dyn Runner,
+    job: &Job,
+    cancel: &CancelToken,
+    on_event: &mut dyn FnMut(&RunEvent),
+) -> Result<RunOutput> {
     let progress = Progress::new(&job.variant.name);
-    let result = runner.run(job, &mut |event| progress.event(&event), &CancelToken::new());
+    let result = runner.run(
+        job,
+        &mut |event| {
+            progress.event(&event);
+            on_event(&event);
+        },
+        cancel,
+    );
     progress.finish();
     result.with_context(|| format!("running {}", job.variant.name))
 }
 
+/// Ctrl-C and SIGTERM cancel the run in flight (its measured samples are saved, marked incomplete); a second
+/// Ctrl-C ends the process at once.
+fn cancel_on_signals() -> CancelToken {
+    let cancel = CancelToken::new();
+    let handler_cancel = cancel.clone();
+    let installed = ctrlc::set_handler(move || {
+        if handler_cancel.is_cancelled() {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving the samples measured so far (Ctrl-C again to quit at once)");
+        handler_cancel.cancel();
+    });
+    if let Err(e) = installed {
+        eprintln!("note: Ctrl-C will not save a partial run ({e})");
+    }
+    cancel
+}
+
+/// Saves the session on a named background thread at most every [`CHECKPOINT_SAVE_INTERVAL`] while a run
+/// streams checkpoints, so even a killed `eval` keeps what it measured. The measuring thread only clones and
+/// hands over; a save still in progress makes it skip that checkpoint rather than wait.
+struct CheckpointSaver {
+    sender: Option<crossbeam_channel::Sender<Session>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    last_save: std::time::Instant,
+}
+
+/// How often a running `eval` writes its partial trace into the session file.
+const CHECKPOINT_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
+/// Samples between checkpoints of a local run.
+const CHECKPOINT_SAMPLES: usize = 500;
+
+impl CheckpointSaver {
+    fn start(path: PathBuf) -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded::<Session>(1);
+        let worker = std::thread::Builder::new()
+            .name("edgescope-checkpoint".into())
+            .spawn(move || {
+                for session in receiver {
+                    if let Err(e) = session.save(&path) {
+                        eprintln!("note: could not save a checkpoint of the run: {e}");
+                    }
+                }
+            })
+            .ok();
+        Self { sender: worker.is_some().then_some(sender), worker, last_save: std::time::Instant::now() }
+    }
+
+    /// Offers the session with `partial` kept in it, when a save is due.
+    fn offer(&mut self, session: &Session, partial: &TraceRun) {
+        let Some(sender) = &self.sender else { return };
+        if self.last_save.elapsed() < CHECKPOINT_SAVE_INTERVAL {
+            return;
+        }
+        let mut snapshot = session.clone();
+        if snapshot.keep_partial(partial.clone()) && sender.try_send(snapshot).is_ok() {
+            self.last_save = std::time::Instant::now();
+        }
+    }
+
+    /// Waits for a save in progress, so the final save comes last.
+    fn finish(mut self) {
+        self.sender = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
 fn eval(args: &EvalArgs) -> Result<()> {
     let settings = args.run.settings()?;
-    let mut dataset = Dataset::open(&args.dataset)?;
-    if let Some(limit) = settings.limit {
-        dataset.truncate(limit);
-    }
-    let dataset = Arc::new(dataset);
+    let dataset = Arc::new(Dataset::open(&args.dataset)?);
+    let stated_outputs = args.outputs.as_deref().map(parse_output_kind).transpose()?;
     let mut variants = Vec::new();
     for path in &args.variants {
-        variants.push(Arc::new(Variant::open(path)?));
+        let mut variant = Variant::open(path)?;
+        if let Some(kind) = stated_outputs
+            && variant.source.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        {
+            variant.state_output_kind(kind);
+        }
+        variants.push(variant);
     }
+    let implied_base = if args.base.is_none() { implied_base(&variants) } else { None };
+    if let Some(base) = &implied_base {
+        // Other bare float files (a pruned export, say) are compared with it rather than with themselves.
+        for variant in variants.iter_mut().filter(|v| &v.name != base && is_bare(v)) {
+            variant.tags.retain(|t| t != "base");
+            if variant.tags.is_empty() {
+                variant.tags.push("float".into());
+            }
+        }
+    }
+    let variants: Vec<Arc<Variant>> = variants.into_iter().map(Arc::new).collect();
     // Check every pairing before running anything, so a mistake is reported in seconds, not after an hour.
     for variant in &variants {
         crate::runtime::check_compatible(variant, &dataset)?;
+    }
+    if args.strict {
+        let progress = Progress::new("checking samples");
+        dataset
+            .check_every_sample(|done| progress.event(&RunEvent::Progress { done, total: dataset.len() }))
+            .context("--strict: a sample is unreadable; fix or remove it, or run without --strict to skip it")?;
+        progress.finish();
     }
     let mut session = if args.out.exists() { Session::load(&args.out)? } else { Session::default() };
     if let Some(base) = &args.base {
@@ -311,6 +445,11 @@ fn eval(args: &EvalArgs) -> Result<()> {
             );
         }
         session.base = Some(base.clone());
+    } else if session.base.is_none()
+        && let Some(base) = implied_base
+    {
+        eprintln!("base: {base} (the first float model; pass --base NAME to choose another)");
+        session.base = Some(base);
     }
     session.upsert_dataset(DatasetEntry::of(&dataset));
     for variant in &variants {
@@ -341,18 +480,49 @@ fn eval(args: &EvalArgs) -> Result<()> {
             let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
             Box::new(crate::net::RemoteRunner::new(address, token))
         }
-        _ => Box::new(LocalRunner::new()),
+        // Each variant in a fresh process: its memory is its own (see README, measurement rules).
+        _ => Box::new(IsolatedRunner::current_exe()?),
     };
     let device = runner.device()?;
     eprintln!("device: {}", device.summary());
+    let cancel = cancel_on_signals();
+    let checkpoint_settings =
+        RunSettings { checkpoint_every: settings.checkpoint_every.or(Some(CHECKPOINT_SAMPLES)), ..settings.clone() };
     for variant in &variants {
         let job = Job {
             variant: Arc::clone(variant),
             dataset: Arc::clone(&dataset),
-            settings: settings.clone(),
+            settings: checkpoint_settings.clone(),
             mode: RunMode::Trace,
         };
-        let output = match run_job(runner.as_mut(), &job) {
+        let mut saver = CheckpointSaver::start(args.out.clone());
+        let mut partial: Option<TraceRun> = None;
+        let result = run_job_with(runner.as_mut(), &job, &cancel, &mut |event| {
+            if let RunEvent::Checkpoint { samples, .. } = event {
+                let run = partial.get_or_insert_with(|| TraceRun {
+                    info: crate::runtime::RunInfo {
+                        variant: variant.name.clone(),
+                        dataset: dataset.name.clone(),
+                        device: device.clone(),
+                        settings: settings.clone(),
+                        samples_total: settings.limit.map_or(dataset.len(), |l| l.min(dataset.len())),
+                        dataset_samples: dataset.len(),
+                        runner: args.device.clone(),
+                        ..Default::default()
+                    },
+                    trace: crate::analysis::trace::Trace::new(
+                        variant.num_classes,
+                        variant.segments.len(),
+                        &variant.exit_segments(),
+                    ),
+                });
+                run.trace.append(samples);
+                run.info.samples_done = run.trace.len();
+                saver.offer(&session, run);
+            }
+        });
+        saver.finish();
+        let output = match result {
             Ok(output) => output,
             Err(error) => {
                 // A remote run cut short keeps what it measured, marked incomplete, before the error is reported.
@@ -366,15 +536,24 @@ fn eval(args: &EvalArgs) -> Result<()> {
         };
         let RunOutput::Trace(run) = output else { bail!("the runner returned a dynamic run for a trace job") };
         eprintln!("{}", run_summary(&run));
-        session.upsert_run(run);
-        if let Some(calibration) = calibration.as_ref().filter(|_| variant.early_exit_count() > 0) {
+        for line in report::run_notes(&run.info) {
+            eprintln!("  {line}");
+        }
+        let stopped = run.info.failure.clone();
+        let complete = run.info.complete;
+        if !session.upsert_run(run) {
+            eprintln!("  kept the complete trace already in {}; this incomplete one is not saved", args.out.display());
+        }
+        if let Some(calibration) =
+            calibration.as_ref().filter(|_| variant.early_exit_count() > 0 && complete && !cancel.is_cancelled())
+        {
             let job = Job {
                 variant: Arc::clone(variant),
                 dataset: Arc::clone(calibration),
                 settings: RunSettings { sample_resources: false, limit: None, ..settings.clone() },
                 mode: RunMode::Trace,
             };
-            let RunOutput::Trace(run) = run_job(runner.as_mut(), &job)? else {
+            let RunOutput::Trace(run) = run_job(runner.as_mut(), &job, &cancel)? else {
                 bail!("the runner returned a dynamic run for a trace job")
             };
             eprintln!("{} (calibration)", run_summary(&run));
@@ -382,9 +561,29 @@ fn eval(args: &EvalArgs) -> Result<()> {
         }
         // Save after every variant: an interrupted evaluation keeps what it measured.
         session.save(&args.out)?;
+        if let Some(failure) = stopped {
+            bail!("{}: {failure}; the samples before it are saved in {}", variant.name, args.out.display());
+        }
+        if cancel.is_cancelled() {
+            eprintln!("saved {} (interrupted)", args.out.display());
+            return Ok(());
+        }
     }
     eprintln!("saved {}", args.out.display());
     Ok(())
+}
+
+/// The base a set of bare ONNX variants implies: none when a manifest names or tags one; otherwise the first
+/// variant without quantized operators (pruned and early-exit variants come from manifests that name theirs).
+fn implied_base(variants: &[Variant]) -> Option<String> {
+    if variants.iter().any(|v| v.base.is_some() || (v.has_tag("base") && !is_bare(v))) {
+        return None;
+    }
+    variants.iter().find(|v| is_bare(v) && v.has_tag("base")).map(|v| v.name.clone())
+}
+
+fn is_bare(variant: &Variant) -> bool {
+    variant.source.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 fn run_summary(run: &TraceRun) -> String {
@@ -418,7 +617,8 @@ fn report_command(args: &ReportArgs) -> Result<()> {
     if rows.is_empty() {
         bail!("{} holds no runs; create some with `edgescope eval`", args.session.display());
     }
-    let tables = report::tables(&rows, &options);
+    let mut tables = report::tables(&rows, &options);
+    tables.push(report::runs_table(&session));
     print!("{}", report::render(&tables, &rows, format));
     Ok(())
 }
@@ -451,6 +651,12 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     if early == 0 {
         bail!("{} has no early exit: a dynamic run would equal the trace", args.variant);
     }
+    if let Some(bad) = args.threshold.iter().find(|t| !t.is_finite()) {
+        bail!("--threshold {bad} is not a finite number; give thresholds such as 0.5 (entropy in nats)");
+    }
+    if let Some(bad) = args.percentile.iter().find(|p| !(p.is_finite() && (0.0..=100.0).contains(*p))) {
+        bail!("--percentile {bad} must be a number from 0 to 100");
+    }
     let criterion = parse_criterion(&args.criterion)?;
     let policy = if args.percentile.is_empty() {
         let thresholds = match args.threshold.as_slice() {
@@ -476,23 +682,63 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         .iter()
         .find(|d| d.name == run.info.dataset)
         .ok_or_else(|| anyhow!("the session does not list dataset {:?}", run.info.dataset))?;
-    let variant = Arc::new(Variant::open(&entry.path)?);
-    let mut dataset = Dataset::open(&dataset_entry.path)?;
-    dataset.truncate(run.trace.len());
+    let variant = Arc::new(entry.open()?);
+    let dataset = Dataset::open(&dataset_entry.path)?;
+    // The trace must describe this dataset: same sample count (old sessions: at least as many samples).
+    let traced_samples = run.trace.len() + run.info.skipped.len();
+    let sizes_differ = if run.info.dataset_samples > 0 {
+        run.info.dataset_samples != dataset.len()
+    } else {
+        traced_samples > dataset.len()
+    };
+    if sizes_differ {
+        bail!(
+            "the trace of {} was made on {} samples of {} but {} now holds {}; run `edgescope eval` again",
+            args.variant,
+            run.info.dataset_samples.max(traced_samples),
+            run.info.dataset,
+            dataset_entry.path.display(),
+            dataset.len()
+        );
+    }
+    // The dynamic run covers the dataset samples the trace covers, or the first N of them (--limit N); the
+    // prediction comes from exactly those samples.
     let mut settings = args.run.settings()?;
-    settings.limit = Some(args.run.limit.unwrap_or(run.trace.len()).min(run.trace.len()));
+    let covered = run.info.samples_done.max(traced_samples).min(dataset.len());
+    let dataset_samples = args.run.limit.unwrap_or(covered).min(covered);
+    settings.limit = Some(dataset_samples);
+    let trace_samples = run.info.measured_indices().iter().filter(|&&i| i < dataset_samples).count();
+    let trace_samples = if run.info.samples_done == 0 { dataset_samples.min(run.trace.len()) } else { trace_samples };
+    let trace = run.trace.head(trace_samples);
+    let base_trace = report::base_run(&session, &run).map(|b| b.trace.head(trace_samples));
+    let prepared = crate::analysis::outcome::PreparedTrace::new(&trace, base_trace.as_ref(), criterion);
+    let predicted = prepared.evaluate(&policy);
+    let exit_policy = prepared.exit_of_each_sample(&policy);
 
-    let predicted = report::prepare(&session, &run, criterion).evaluate(&policy);
     let job = Job { variant, dataset: Arc::new(dataset), settings, mode: RunMode::Dynamic(policy.clone()) };
-    let RunOutput::Dynamic(dynamic) = run_job(&mut LocalRunner::new(), &job)? else {
+    let RunOutput::Dynamic(dynamic) = run_job(&mut IsolatedRunner::current_exe()?, &job, &cancel_on_signals())? else {
         bail!("the runner returned a trace for a dynamic job")
     };
+    if !dynamic.info.complete {
+        bail!(
+            "the dynamic run stopped after {} of {} samples{}; nothing to compare",
+            dynamic.labels.len(),
+            trace_samples,
+            dynamic.info.failure.as_deref().map_or_else(String::new, |f| format!(" ({f})"))
+        );
+    }
+    if dynamic.labels.len() != trace_samples {
+        bail!(
+            "the dynamic run measured {} samples where the trace holds {trace_samples} (were images added, removed or \
+             repaired since the trace was made?); run `edgescope eval` again",
+            dynamic.labels.len()
+        );
+    }
 
     let n = dynamic.labels.len().max(1) as f64;
     let mut measured_latency = dynamic.latency_us.clone();
     let measured = LatencySummary::from_values(&mut measured_latency);
     let correct = dynamic.predicted.iter().zip(&dynamic.labels).filter(|(p, l)| u32::from(**p) == **l).count();
-    let exit_policy = report::prepare(&session, &run, criterion).exit_of_each_sample(&policy);
     let same_exit = exit_policy.iter().zip(&dynamic.exit_taken).filter(|(a, b)| a == b).count();
     let early_measured = dynamic.exit_taken.iter().filter(|&&e| usize::from(e) < early).count();
     println!("{} at {} {:?}: {} samples", args.variant, criterion.name(), policy.thresholds, dynamic.labels.len());
@@ -633,15 +879,16 @@ fn inspect(args: &InspectArgs) -> Result<()> {
             }
             for output in &info.outputs {
                 let role = if segment.exit.as_deref() == Some(output.name.as_str()) {
-                    " (exit)"
+                    format!(" (exit: {}, {})", segment.exit_kind.name(), segment.exit_kind_origin.describe())
                 } else if segment.carry.as_deref() == Some(output.name.as_str()) {
-                    " (carried)"
+                    " (carried)".into()
                 } else {
-                    ""
+                    String::new()
                 };
                 println!("    out  {} {} {}{role}", output.name, output.dtype, format_shape(&output.shape));
             }
         }
+        println!("  outputs: {}", variant.describe_outputs());
         let histogram: Vec<String> = variant.op_histogram().iter().map(|(op, n)| format!("{op} x{n}")).collect();
         println!("  ops: {}", histogram.join(", "));
     }

@@ -258,8 +258,14 @@ impl Dataset {
     ) -> Result<Self, DataError> {
         let formats::FolderScan { paths, labels, classes } = scan;
         let first = paths.first().ok_or_else(|| invalid(source, "the folder holds no PNG or JPEG images"))?;
+        // The first readable image sets the expected size; unreadable ones are skipped when a run reaches them.
         let (width, height) =
-            image::image_dimensions(first).map_err(|e| invalid(first, format!("unreadable image: {e}")))?;
+            paths.iter().find_map(|p| image::image_dimensions(p).ok()).ok_or_else(|| match image::image_dimensions(
+                first,
+            ) {
+                Err(e) => invalid(first, format!("unreadable image: {e} (and so is every other image)")),
+                Ok(_) => invalid(first, "unreadable image"),
+            })?;
         Ok(Self {
             name,
             source: source.to_path_buf(),
@@ -367,6 +373,25 @@ impl Dataset {
                 };
                 self.preprocess.apply(Pixels::U8(&data), image_height, image_width, channels, out);
             }
+        }
+        Ok(())
+    }
+
+    /// The file sample `index` comes from, for datasets with one file per sample (image folders).
+    pub fn sample_source(&self, index: usize) -> Option<&Path> {
+        match &self.images {
+            Images::Files { paths, .. } => paths.get(index).map(PathBuf::as_path),
+            Images::U8 { .. } | Images::F32 { .. } => None,
+        }
+    }
+
+    /// Reads and preprocesses every sample, stopping at the first that fails (`--strict`: check the whole dataset
+    /// before measuring anything). `progress(done)` is called as it goes.
+    pub fn check_every_sample(&self, mut progress: impl FnMut(usize)) -> Result<(), DataError> {
+        let mut input = Vec::new();
+        for index in 0..self.len() {
+            self.load_input(index, &mut input)?;
+            progress(index + 1);
         }
         Ok(())
     }

@@ -5,8 +5,8 @@ pub mod variant;
 
 use std::path::PathBuf;
 
-pub use onnx::{Dim, ModelInfo, TensorInfo, format_shape, inspect};
-pub use variant::{Manifest, OutputKind, Segment, SegmentManifest, Variant};
+pub use onnx::{DetectedKind, Dim, ModelInfo, OutputKind, TensorInfo, format_shape, inspect};
+pub use variant::{KindOrigin, Manifest, Segment, SegmentManifest, Variant};
 
 /// Why a model or manifest could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,10 @@ struct GraphProto {
 
 #[derive(Clone, PartialEq, Message)]
 struct NodeProto {
+    #[prost(string, repeated, tag = "1")]
+    input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    output: Vec<String>,
     #[prost(string, tag = "4")]
     op_type: String,
     #[prost(string, tag = "7")]
@@ -177,6 +181,101 @@ pub struct ModelInfo {
     pub parameter_count: u64,
     /// Node count per operator type (`domain::Op` outside the default domain).
     pub op_histogram: BTreeMap<String, usize>,
+    /// What each graph output holds, as the graph reveals it: the operator that makes it a distribution
+    /// (`Softmax`, `LogSoftmax`, `com.microsoft::QLinearSoftmax`), found by walking back through operators that
+    /// do not change values (reshapes, casts, quantize / dequantize). Outputs not listed are logits.
+    #[serde(default)]
+    pub output_kinds: BTreeMap<String, DetectedKind>,
+}
+
+/// What an exit output holds: the scores edgescope turns into a distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// Unnormalized scores; edgescope applies softmax.
+    #[default]
+    Logits,
+    /// Already a probability distribution (the graph ends in Softmax); used as it is, divided by its sum
+    /// (a quantized softmax sums to 1 only within its quantization step). Never softmaxed again.
+    Probabilities,
+    /// Natural-log probabilities (the graph ends in LogSoftmax); edgescope exponentiates them.
+    LogProbabilities,
+}
+
+impl OutputKind {
+    /// Name used in manifests and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Logits => "logits",
+            OutputKind::Probabilities => "probabilities",
+            OutputKind::LogProbabilities => "log-probabilities",
+        }
+    }
+
+    /// Parses [`Self::name`].
+    pub fn parse(text: &str) -> Option<Self> {
+        [OutputKind::Logits, OutputKind::Probabilities, OutputKind::LogProbabilities]
+            .into_iter()
+            .find(|k| k.name() == text)
+    }
+}
+
+/// An output kind read off the graph, with the operator that revealed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetectedKind {
+    /// The kind.
+    pub kind: OutputKind,
+    /// The operator that makes the output a distribution, e.g. `Softmax`.
+    pub operator: String,
+}
+
+/// Operators that pass values through unchanged (or only re-encode them), so the kind of their input is the kind
+/// of their output.
+const VALUE_PRESERVING_OPS: &[&str] = &[
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Cast",
+    "Dropout",
+    "QuantizeLinear",
+    "DequantizeLinear",
+];
+
+/// Walks back from each graph output to the operator that decides what it holds.
+fn detect_output_kinds(graph: &GraphProto) -> BTreeMap<String, DetectedKind> {
+    let producer: std::collections::HashMap<&str, &NodeProto> =
+        graph.node.iter().flat_map(|node| node.output.iter().map(move |o| (o.as_str(), node))).collect();
+    let mut kinds = BTreeMap::new();
+    for output in &graph.output {
+        let mut tensor = output.name.as_str();
+        // Bounded by the node count, so a malformed cyclic graph cannot loop forever.
+        for _ in 0..=graph.node.len() {
+            let Some(node) = producer.get(tensor) else { break };
+            let default_domain = node.domain.is_empty() || node.domain == "ai.onnx";
+            let found = match (default_domain, node.op_type.as_str()) {
+                (true, "Softmax") => Some(OutputKind::Probabilities),
+                (true, "LogSoftmax") => Some(OutputKind::LogProbabilities),
+                (false, "QLinearSoftmax") if node.domain == "com.microsoft" => Some(OutputKind::Probabilities),
+                _ => None,
+            };
+            if let Some(kind) = found {
+                let operator =
+                    if default_domain { node.op_type.clone() } else { format!("{}::{}", node.domain, node.op_type) };
+                kinds.insert(output.name.clone(), DetectedKind { kind, operator });
+                break;
+            }
+            if !(default_domain && VALUE_PRESERVING_OPS.contains(&node.op_type.as_str())) {
+                break;
+            }
+            match node.input.first() {
+                Some(input) => tensor = input.as_str(),
+                None => break,
+            }
+        }
+    }
+    kinds
 }
 
 impl ModelInfo {
@@ -308,5 +407,6 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError>
         outputs: graph.output.iter().map(tensor_info).collect(),
         parameter_count,
         op_histogram,
+        output_kinds: detect_output_kinds(&graph),
     })
 }

@@ -8,10 +8,13 @@
 //! name = "resnet/ee3"
 //! tags = ["ee"]
 //! base = "resnet/base"          # the variant it is compared with (loyalty, speed-up, compression)
-//! outputs = "logits"            # or "probabilities"
+//! outputs = "logits"            # optional: what every exit holds (logits, probabilities, log-probabilities);
+//!                               # by default read off the graph (a final Softmax / LogSoftmax) and
+//!                               # confirmed on the first samples
 //! [[segments]]
 //! file = "ee3_seg1.onnx"
 //! exit = "exit_logits"          # output holding this segment's exit (optional for segments without one)
+//! outputs = "logits"            # optional, per exit: overrides the variant-wide `outputs`
 //! carry = "features"            # output fed to the next segment
 //! [[segments]]
 //! file = "ee3_seg2.onnx"
@@ -32,15 +35,30 @@ pub const MANIFEST_FORMAT: &str = "edgescope-variant";
 /// Newest manifest version this build reads and writes.
 pub const MANIFEST_VERSION: u32 = 1;
 
-/// Whether exit outputs are logits (softmax applied by edgescope) or already probabilities.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub use super::onnx::OutputKind;
+
+/// How a segment's exit kind was decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OutputKind {
-    /// Unnormalized scores; edgescope applies softmax.
+pub enum KindOrigin {
+    /// Nothing in the graph makes the output a distribution: logits (confirmed on the first samples at run time).
     #[default]
-    Logits,
-    /// Already a probability distribution.
-    Probabilities,
+    Default,
+    /// The graph ends in this operator (e.g. `Softmax`).
+    Graph(String),
+    /// The manifest or the command line says so.
+    Stated,
+}
+
+impl KindOrigin {
+    /// Why the kind is what it is, for people: `graph ends in Softmax`.
+    pub fn describe(&self) -> String {
+        match self {
+            KindOrigin::Default => "no softmax in the graph".into(),
+            KindOrigin::Graph(op) => format!("graph ends in {op}"),
+            KindOrigin::Stated => "stated".into(),
+        }
+    }
 }
 
 /// The manifest as written on disk.
@@ -59,9 +77,9 @@ pub struct Manifest {
     /// Name of the base variant this one is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
-    /// What the exit outputs hold.
-    #[serde(default)]
-    pub outputs: OutputKind,
+    /// What every exit output holds; when absent, read off each graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<OutputKind>,
     /// Free-form notes (how it was made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
@@ -84,6 +102,9 @@ pub struct SegmentManifest {
     /// Output carried to the next segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carry: Option<String>,
+    /// What this segment's exit holds (overrides the manifest's `outputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<OutputKind>,
 }
 
 /// A segment, resolved and inspected.
@@ -97,6 +118,12 @@ pub struct Segment {
     pub exit: Option<String>,
     /// The output carried to the next segment (none for the last).
     pub carry: Option<String>,
+    /// What the exit output holds (logits when the segment has no exit).
+    #[serde(default)]
+    pub exit_kind: OutputKind,
+    /// How [`Self::exit_kind`] was decided.
+    #[serde(default)]
+    pub exit_kind_origin: KindOrigin,
     /// What the file contains.
     pub info: ModelInfo,
 }
@@ -112,8 +139,6 @@ pub struct Variant {
     pub base: Option<String>,
     /// The manifest or ONNX file it was loaded from.
     pub source: PathBuf,
-    /// What the exit outputs hold.
-    pub outputs: OutputKind,
     /// Segments in execution order.
     pub segments: Vec<Segment>,
     /// Classes of the classifier (from the exit outputs' last dimension).
@@ -152,9 +177,15 @@ impl Variant {
             name,
             tags,
             base: None,
-            outputs: OutputKind::Logits,
+            outputs: None,
             notes: None,
-            segments: vec![SegmentManifest { file: path.to_path_buf(), input: None, exit: Some(exit), carry: None }],
+            segments: vec![SegmentManifest {
+                file: path.to_path_buf(),
+                input: None,
+                exit: Some(exit),
+                carry: None,
+                outputs: None,
+            }],
         };
         Self::resolve(manifest, path, Path::new(""), vec![info])
     }
@@ -191,7 +222,7 @@ impl Variant {
             name: self.name.clone(),
             tags: self.tags.clone(),
             base: self.base.clone(),
-            outputs: self.outputs,
+            outputs: None,
             notes: None,
             segments: self
                 .segments
@@ -201,6 +232,8 @@ impl Variant {
                     input: Some(s.input.clone()),
                     exit: s.exit.clone(),
                     carry: s.carry.clone(),
+                    // Stated kinds travel; detected ones are detected again wherever the manifest is read.
+                    outputs: (s.exit_kind_origin == KindOrigin::Stated).then_some(s.exit_kind),
                 })
                 .collect(),
         }
@@ -276,7 +309,23 @@ impl Variant {
                 }
                 (None, true) => {}
             }
-            segments.push(Segment { path: file, input, exit: spec.exit, carry: spec.carry, info });
+            let (exit_kind, exit_kind_origin) = match (spec.outputs.or(manifest.outputs), &spec.exit) {
+                (_, None) => (OutputKind::Logits, KindOrigin::Default),
+                (Some(stated), Some(_)) => (stated, KindOrigin::Stated),
+                (None, Some(exit)) => match info.output_kinds.get(exit) {
+                    Some(detected) => (detected.kind, KindOrigin::Graph(detected.operator.clone())),
+                    None => (OutputKind::Logits, KindOrigin::Default),
+                },
+            };
+            segments.push(Segment {
+                path: file,
+                input,
+                exit: spec.exit,
+                carry: spec.carry,
+                exit_kind,
+                exit_kind_origin,
+                info,
+            });
         }
         let num_classes = num_classes.ok_or_else(|| {
             invalid("no exit output has a fixed class dimension; export the model with a static class count".into())
@@ -289,7 +338,6 @@ impl Variant {
             tags: manifest.tags,
             base: manifest.base,
             source: source.to_path_buf(),
-            outputs: manifest.outputs,
             segments,
             num_classes,
         })
@@ -298,6 +346,39 @@ impl Variant {
     /// Indices of the segments that produce an exit, in depth order (the last is the final exit).
     pub fn exit_segments(&self) -> Vec<usize> {
         (0..self.segments.len()).filter(|&i| self.segments[i].exit.is_some()).collect()
+    }
+
+    /// What each exit holds, in depth order.
+    pub fn exit_kinds(&self) -> Vec<OutputKind> {
+        self.segments.iter().filter(|s| s.exit.is_some()).map(|s| s.exit_kind).collect()
+    }
+
+    /// States what every exit holds (the command line's `--outputs` for a bare ONNX file).
+    pub fn state_output_kind(&mut self, kind: OutputKind) {
+        for segment in self.segments.iter_mut().filter(|s| s.exit.is_some()) {
+            segment.exit_kind = kind;
+            segment.exit_kind_origin = KindOrigin::Stated;
+        }
+    }
+
+    /// One line for people: `probabilities (graph ends in Softmax)`, or per exit when they differ.
+    pub fn describe_outputs(&self) -> String {
+        let exits: Vec<&Segment> = self.segments.iter().filter(|s| s.exit.is_some()).collect();
+        let describe = |s: &Segment| format!("{} ({})", s.exit_kind.name(), s.exit_kind_origin.describe());
+        match exits.as_slice() {
+            [first, rest @ ..] if rest.iter().all(|s| s.exit_kind == first.exit_kind) => {
+                let origins: std::collections::BTreeSet<String> =
+                    exits.iter().map(|s| s.exit_kind_origin.describe()).collect();
+                let origins: Vec<String> = origins.into_iter().collect();
+                format!("{} ({})", first.exit_kind.name(), origins.join("; "))
+            }
+            _ => exits
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("exit {}: {}", i + 1, describe(s)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
     }
 
     /// Number of early exits.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::analysis::outcome::{Outcome, PreparedTrace, compression_ratio};
 use crate::analysis::policy::{Criterion, Policy};
 use crate::analysis::sweep::{Sweep, ThresholdGrid};
-use crate::runtime::TraceRun;
+use crate::runtime::{RunInfo, TraceRun};
 use crate::session::Session;
 
 /// How operating points are chosen.
@@ -88,10 +88,18 @@ pub struct Row {
     pub cpu_percent: Option<f64>,
     /// Mean GPU % of the run.
     pub gpu_percent: Option<f64>,
-    /// Mean RSS of the run, bytes.
+    /// Memory of running this variant, bytes: see [`RunInfo::memory_bytes`].
     pub rss_bytes: Option<f64>,
     /// False when the run was cut short.
     pub complete: bool,
+    /// `Some(N)` when the run covered only the first N samples.
+    pub sample_limit: Option<usize>,
+    /// Samples measured, skipped and in the dataset, for people: `9990 of 10000 samples; 10 skipped`.
+    pub samples: String,
+    /// Samples that could not be read (not in any denominator).
+    pub skipped: usize,
+    /// True when other processes competed for the CPU during the run.
+    pub noisy: bool,
 }
 
 /// A rendered-ready table.
@@ -131,6 +139,27 @@ impl Format {
             _ => None,
         }
     }
+}
+
+/// What a person should know about a run beyond its figures: skipped samples, a failure, a noisy machine.
+pub fn run_notes(info: &RunInfo) -> Vec<String> {
+    let mut notes = vec![info.sample_summary()];
+    for skipped in info.skipped.iter().take(10) {
+        let source = skipped.source.as_deref().map_or_else(String::new, |s| format!(" ({s})"));
+        notes.push(format!("skipped sample {}{source}: {}", skipped.index, skipped.reason));
+    }
+    if info.skipped.len() > 10 {
+        notes.push(format!("... and {} more skipped (edgescope samples lists them all)", info.skipped.len() - 10));
+    }
+    if let Some(resources) = info.resources.as_ref().filter(|r| r.is_noisy()) {
+        notes.push(format!(
+            "noisy: other processes used {:.0} % of the CPU during the run (load average {:.2}); its latencies \
+             are not the machine's own, measure again on an idle machine",
+            resources.mean_other_cpu_percent().unwrap_or(0.0),
+            resources.mean_load_average().unwrap_or(0.0)
+        ));
+    }
+    notes
 }
 
 /// The base run for `run` (same dataset, device and provider), if the session has one.
@@ -188,8 +217,12 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
             outcome,
             cpu_percent: resources.and_then(|r| r.mean_cpu_percent()),
             gpu_percent: resources.and_then(|r| r.mean_gpu_percent()),
-            rss_bytes: resources.and_then(|r| r.mean_rss_bytes()),
+            rss_bytes: run.info.memory_bytes().map(|b| b as f64),
             complete: run.info.complete,
+            sample_limit: run.info.sample_limit(),
+            samples: run.info.sample_summary(),
+            skipped: run.info.skipped.len(),
+            noisy: resources.is_some_and(|r| r.is_noisy()),
         };
         if run.trace.early_exit_count() == 0 {
             let prepared = prepare(session, run, options.criterion);
@@ -241,8 +274,17 @@ fn model_label(row: &Row) -> String {
         };
         label = format!("{label} ({point}, T = {})", threshold.unwrap_or_default());
     }
+    if let Some(limit) = row.sample_limit {
+        label.push_str(&format!(" [first {limit} samples]"));
+    }
     if !row.complete {
         label.push_str(" [incomplete]");
+    }
+    if row.skipped > 0 {
+        label.push_str(&format!(" [{} skipped]", row.skipped));
+    }
+    if row.noisy {
+        label.push_str(" [noisy]");
     }
     label
 }
@@ -313,7 +355,7 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
             "Early-exit / final-exit avg (ms)",
             "CPU avg (%)",
             "GPU avg (%)",
-            "RAM avg (MB)",
+            "RAM (MB)",
         ]
         .map(String::from)
         .to_vec(),
@@ -376,6 +418,60 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let mut tables = vec![table2, performance, table7];
     tables.extend(device_pivot(rows));
     tables
+}
+
+/// One row per run: the samples it measured and skipped (every metric's denominator), what its exits held,
+/// how busy the machine was, and why it stopped early or which samples it skipped.
+pub fn runs_table(session: &Session) -> Table {
+    let rows = session
+        .runs
+        .iter()
+        .map(|run| {
+            let info = &run.info;
+            let resources = info.resources.as_ref();
+            let mut notes: Vec<String> = Vec::new();
+            if session.is_calibration_run(run) {
+                notes.push("calibration".into());
+            }
+            if let Some(failure) = &info.failure {
+                notes.push(failure.clone());
+            }
+            if resources.is_some_and(|r| r.is_noisy()) {
+                notes.push("noisy: other processes competed for the CPU".into());
+            }
+            for skipped in info.skipped.iter().take(3) {
+                let source = skipped.source.as_deref().unwrap_or("");
+                notes.push(format!("skipped {} {source}: {}", skipped.index, skipped.reason));
+            }
+            if info.skipped.len() > 3 {
+                notes.push(format!("{} more skipped (edgescope samples lists them)", info.skipped.len() - 3));
+            }
+            let kinds: Vec<&str> = info.output_kinds.iter().map(|k| k.name()).collect();
+            let kinds = match kinds.as_slice() {
+                [] => "-".to_string(),
+                [first, rest @ ..] if rest.iter().all(|k| k == first) => first.to_string(),
+                many => many.join("/"),
+            };
+            vec![
+                info.device_label(),
+                info.variant.clone(),
+                info.dataset.clone(),
+                info.sample_summary(),
+                kinds,
+                resources.and_then(|r| r.mean_other_cpu_percent()).map_or_else(|| "-".into(), |p| format!("{p:.1}")),
+                resources.and_then(|r| r.mean_load_average()).map_or_else(|| "-".into(), |l| format!("{l:.2}")),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    Table {
+        id: "runs".into(),
+        title: "Runs - samples measured (the denominator of every figure above), output kinds, machine load".into(),
+        columns: ["Device", "Model", "Dataset", "Samples", "Outputs", "Other CPU (%)", "Load avg", "Notes"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
 }
 
 /// Tables 3-6 side by side: one row per variant and point, one column group per device (only when the rows

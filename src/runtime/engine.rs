@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::RuntimeError;
 use super::environment::ort_environment;
 use crate::analysis::trace::softmax;
-use crate::model::{OutputKind, Variant};
+use crate::model::{KindOrigin, OutputKind, Variant};
 
 /// Which execution provider to ask ONNX Runtime for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +55,8 @@ struct LoadedSegment {
 pub struct LoadedVariant {
     segments: Vec<LoadedSegment>,
     num_classes: usize,
-    outputs: OutputKind,
+    /// What each exit holds, in depth order, and whether the manifest or command line stated it.
+    exit_kinds: Vec<(OutputKind, bool)>,
     /// The provider the sessions really use.
     pub provider: String,
     probs: Vec<f32>,
@@ -118,7 +119,12 @@ impl LoadedVariant {
         Ok(Self {
             segments,
             num_classes: variant.num_classes,
-            outputs: variant.outputs,
+            exit_kinds: variant
+                .segments
+                .iter()
+                .filter(|s| s.exit.is_some())
+                .map(|s| (s.exit_kind, s.exit_kind_origin == KindOrigin::Stated))
+                .collect(),
             provider: provider_name.into(),
             probs: Vec::with_capacity(variant.num_classes),
         })
@@ -129,12 +135,101 @@ impl LoadedVariant {
         self.segments.len()
     }
 
+    /// What each exit holds, in depth order, as settled by [`Self::confirm_output_kinds`].
+    pub fn exit_kinds(&self) -> Vec<OutputKind> {
+        self.exit_kinds.iter().map(|(kind, _)| *kind).collect()
+    }
+
+    /// Checks each exit's kind on the raw outputs of a few samples (untimed, before warm-up): probabilities must
+    /// be non-negative rows summing to 1, log-probabilities rows whose exponentials sum to 1. A kind read off the
+    /// graph or stated that the numbers contradict is an error naming the file and what to state instead; logits
+    /// (the default when the graph shows no softmax) whose every row is already a distribution are taken as
+    /// probabilities, so softmax is never applied twice.
+    pub fn confirm_output_kinds(
+        &mut self,
+        inputs: &[Vec<f32>],
+        input_shape: [usize; 4],
+        run_options: &Arc<RunOptions>,
+    ) -> Result<(), RuntimeError> {
+        let exits = self.exit_kinds.len();
+        let mut looks_like: Vec<[bool; 2]> = vec![[true, true]; exits];
+        let mut evidence: Vec<String> = vec![String::new(); exits];
+        let mut segment_us = vec![0f32; self.segments.len()];
+        for input in inputs {
+            self.run_raw(input, input_shape, run_options, &mut segment_us, |exit, values| {
+                let (is_distribution, is_log_distribution) = distribution_checks(values);
+                looks_like[exit][0] &= is_distribution;
+                looks_like[exit][1] &= is_log_distribution;
+                if evidence[exit].is_empty() {
+                    evidence[exit] = summarize_row(values);
+                }
+                false
+            })?;
+        }
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let exit_paths: Vec<PathBuf> =
+            self.segments.iter().filter(|s| s.exit.is_some()).map(|s| s.path.clone()).collect();
+        for (exit, (kind, stated)) in self.exit_kinds.iter_mut().enumerate() {
+            let [is_distribution, is_log_distribution] = looks_like[exit];
+            let contradiction = match *kind {
+                OutputKind::Probabilities if !is_distribution => Some("probabilities"),
+                OutputKind::LogProbabilities if !is_log_distribution => Some("log-probabilities"),
+                OutputKind::Logits if is_distribution && !*stated => {
+                    *kind = OutputKind::Probabilities;
+                    None
+                }
+                _ => None,
+            };
+            if let Some(claimed) = contradiction {
+                let advice = if is_distribution {
+                    "state outputs = \"probabilities\""
+                } else if is_log_distribution {
+                    "state outputs = \"log-probabilities\""
+                } else {
+                    "state outputs = \"logits\""
+                };
+                return Err(RuntimeError::Inference {
+                    path: exit_paths.get(exit).cloned().unwrap_or_default(),
+                    reason: format!(
+                        "exit {} is taken as {claimed} but its outputs on the first {} samples are not ({}); {advice} \
+                         in the manifest (or --outputs for a bare ONNX file)",
+                        exit + 1,
+                        inputs.len(),
+                        evidence[exit]
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one sample of shape `input_shape` through the chain.
     ///
     /// `segment_us[s]` receives the latency of segment `s`. After each exit, `on_exit(exit_index, probabilities)`
     /// decides whether to stop there (`true`): the trace mode always continues, the dynamic mode stops at the
     /// first confident exit. Returns the number of segments that ran.
     pub fn run_sample(
+        &mut self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        run_options: &Arc<RunOptions>,
+        segment_us: &mut [f32],
+        mut on_exit: impl FnMut(usize, &[f32]) -> bool,
+    ) -> Result<usize, RuntimeError> {
+        let mut probs = std::mem::take(&mut self.probs);
+        let kinds: Vec<OutputKind> = self.exit_kinds.iter().map(|(kind, _)| *kind).collect();
+        let result = self.run_raw(input, input_shape, run_options, segment_us, |exit, values| {
+            to_distribution(kinds[exit], values, &mut probs);
+            on_exit(exit, &probs)
+        });
+        self.probs = probs;
+        result
+    }
+
+    /// [`Self::run_sample`] on the raw exit outputs.
+    fn run_raw(
         &mut self,
         input: &[f32],
         input_shape: [usize; 4],
@@ -177,27 +272,20 @@ impl LoadedVariant {
                     path: segment.path.clone(),
                     reason: format!("produced no output {exit:?}"),
                 })?;
-                let (_, logits) = value.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Inference {
+                let (_, values) = value.try_extract_tensor::<f32>().map_err(|e| RuntimeError::Inference {
                     path: segment.path.clone(),
                     reason: format!("exit {exit:?} is not a float32 tensor ({e})"),
                 })?;
-                if logits.len() != num_classes {
+                if values.len() != num_classes {
                     return Err(RuntimeError::Inference {
                         path: segment.path.clone(),
                         reason: format!(
                             "exit {exit:?} gave {} values for one sample, expected {num_classes} classes",
-                            logits.len()
+                            values.len()
                         ),
                     });
                 }
-                match self.outputs {
-                    OutputKind::Logits => softmax(logits, &mut self.probs),
-                    OutputKind::Probabilities => {
-                        self.probs.clear();
-                        self.probs.extend_from_slice(logits);
-                    }
-                }
-                let stop = on_exit(exit_index, &self.probs);
+                let stop = on_exit(exit_index, values);
                 exit_index += 1;
                 if stop {
                     return Ok(index + 1);
@@ -205,5 +293,83 @@ impl LoadedVariant {
             }
         }
         Ok(self.segments.len())
+    }
+}
+
+/// Turns one exit's raw output into a probability distribution: softmax of logits, the exponentials of
+/// log-probabilities (softmax computes exactly that, normalized), probabilities divided by their sum.
+pub fn to_distribution(kind: OutputKind, values: &[f32], probs: &mut Vec<f32>) {
+    match kind {
+        OutputKind::Logits | OutputKind::LogProbabilities => softmax(values, probs),
+        OutputKind::Probabilities => {
+            probs.clear();
+            let sum: f64 = values.iter().map(|&v| f64::from(v.max(0.0))).sum();
+            if sum > 0.0 && sum.is_finite() {
+                probs.extend(values.iter().map(|&v| (f64::from(v.max(0.0)) / sum) as f32));
+            } else {
+                let uniform = 1.0 / values.len().max(1) as f32;
+                probs.extend(values.iter().map(|_| uniform));
+            }
+        }
+    }
+}
+
+/// Largest distance from 1 that a row of probabilities may sum to: a quantized softmax (8-bit, steps of 1/256)
+/// rounds every class, so its rows sum to 1 only within a few steps.
+const DISTRIBUTION_SUM_TOLERANCE: f64 = 0.05;
+
+/// Whether a row is a probability distribution, and whether it is one in log space.
+fn distribution_checks(values: &[f32]) -> (bool, bool) {
+    let finite = values.iter().all(|v| v.is_finite());
+    let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+    let is_distribution = finite
+        && values.iter().all(|&v| v >= -1e-6)
+        && (sum - 1.0).abs() <= DISTRIBUTION_SUM_TOLERANCE
+        && values.len() > 1;
+    let exp_sum: f64 = values.iter().map(|&v| f64::from(v).exp()).sum();
+    let is_log_distribution = values.iter().all(|&v| v <= 1e-6 && !v.is_nan())
+        && (exp_sum - 1.0).abs() <= DISTRIBUTION_SUM_TOLERANCE
+        && !is_distribution;
+    (is_distribution, is_log_distribution)
+}
+
+/// `min -3.2, max 7.1, sum 12.4` for an error message.
+fn summarize_row(values: &[f32]) -> String {
+    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+    format!("first row: min {min:.4}, max {max:.4}, sum {sum:.4}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_are_never_softmaxed_again() {
+        let mut probs = Vec::new();
+        to_distribution(OutputKind::Probabilities, &[0.7, 0.2, 0.1], &mut probs);
+        assert!((probs[0] - 0.7).abs() < 1e-7 && (probs[2] - 0.1).abs() < 1e-7, "{probs:?}");
+        to_distribution(OutputKind::Logits, &[0.7, 0.2, 0.1], &mut probs);
+        assert!((probs[0] - 0.7).abs() > 0.1, "logits are softmaxed: {probs:?}");
+    }
+
+    #[test]
+    fn log_probabilities_become_their_exponentials() {
+        let mut probs = Vec::new();
+        let logs = [0.7f32.ln(), 0.2f32.ln(), 0.1f32.ln()];
+        to_distribution(OutputKind::LogProbabilities, &logs, &mut probs);
+        for (p, e) in probs.iter().zip([0.7, 0.2, 0.1]) {
+            assert!((p - e).abs() < 1e-6, "{probs:?}");
+        }
+    }
+
+    #[test]
+    fn checks_tell_the_kinds_apart() {
+        assert_eq!(distribution_checks(&[0.7, 0.2, 0.1]), (true, false));
+        assert_eq!(distribution_checks(&[0.7f32.ln(), 0.2f32.ln(), 0.1f32.ln()]), (false, true));
+        assert_eq!(distribution_checks(&[2.0, -1.0, 0.5]), (false, false));
+        // A quantized softmax sums to 1 only within its steps.
+        assert_eq!(distribution_checks(&[0.6953125, 0.19921875, 0.09765625]), (true, false));
     }
 }

@@ -4,6 +4,7 @@
 pub mod device;
 pub mod engine;
 pub mod environment;
+pub mod isolated;
 pub mod job;
 pub mod platform;
 pub mod runner;
@@ -14,11 +15,12 @@ use std::path::PathBuf;
 pub use device::DeviceRecord;
 pub use engine::{LoadedVariant, ProviderChoice};
 pub use environment::ort_environment;
+pub use isolated::IsolatedRunner;
 pub use job::{JobHandle, JobMessage, spawn_job};
 pub use platform::PlatformState;
 pub use runner::{
-    CancelToken, DynamicRun, Job, LocalRunner, RunEvent, RunInfo, RunMode, RunOutput, RunSettings, Runner, TraceRun,
-    check_compatible,
+    CancelToken, DynamicRun, Job, LocalRunner, RunEvent, RunInfo, RunMode, RunOutput, RunSettings, Runner,
+    SkippedSample, TraceRun, check_compatible,
 };
 pub use sampler::{ResourceSample, ResourceSampler, ResourceTimeline};
 
@@ -59,6 +61,9 @@ pub enum RuntimeError {
     /// A model problem.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The job was cancelled before it measured anything (for example while queued behind another run).
+    #[error("cancelled before it started")]
+    Cancelled,
     /// A remote runner failed or could not be reached; the message names it and says what to do.
     #[error("{0}")]
     Remote(String),

@@ -18,7 +18,7 @@ use super::sampler::{ResourceSampler, ResourceTimeline};
 use crate::analysis::policy::Policy;
 use crate::analysis::trace::Trace;
 use crate::data::Dataset;
-use crate::model::Variant;
+use crate::model::{OutputKind, Variant};
 
 /// Default warm-up runs of the whole chain before timing (onnxruntime_perf_test and trtexec both warm up
 /// before measuring; ten runs settle allocator arenas and caches for the models we target).
@@ -86,6 +86,8 @@ pub struct Job {
 /// What a runner reports while it works.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RunEvent {
+    /// Waiting for another measurement on this machine to finish (local runs never overlap).
+    Queued,
     /// Creating sessions.
     Loading,
     /// Untimed warm-up runs.
@@ -104,6 +106,21 @@ pub enum RunEvent {
         /// Those samples.
         samples: Box<Trace>,
     },
+}
+
+/// Samples whose kind is checked before warm-up (see [`LoadedVariant::confirm_output_kinds`]).
+const OUTPUT_KIND_PROBE_SAMPLES: usize = 4;
+
+/// A sample the run could not use (an unreadable or undecodable image), with why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedSample {
+    /// Index in the dataset.
+    pub index: usize,
+    /// Where it came from (the image file for folders), if it has a file of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// What was wrong.
+    pub reason: String,
 }
 
 /// Facts about a run, common to trace and dynamic runs.
@@ -130,8 +147,26 @@ pub struct RunInfo {
     pub samples_done: usize,
     /// Samples asked for.
     pub samples_total: usize,
+    /// Samples in the dataset (more than `samples_total` for a run limited to the first N).
+    pub dataset_samples: usize,
+    /// Samples that could not be read, in dataset order; they are in no trace column and no metric's
+    /// denominator. A sample's dataset index is its trace index plus the skipped samples before it.
+    pub skipped: Vec<SkippedSample>,
     /// False when the run was cancelled or failed part-way: the trace holds the samples done so far.
     pub complete: bool,
+    /// Why the run stopped early, when it failed part-way (the samples before it are kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// What each exit held (softmax applied to logits only), in depth order.
+    pub output_kinds: Vec<OutputKind>,
+    /// True when the run had a fresh process of its own ([`super::isolated::IsolatedRunner`]): its peak RSS is
+    /// then the memory of running this variant alone.
+    #[serde(default)]
+    pub isolated: bool,
+    /// Resident memory of the measuring process just before the variant's sessions were created, bytes: the
+    /// variant's own memory is the run's peak RSS minus this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_rss_bytes: Option<u64>,
     /// Resource timeline, when sampling was on.
     pub resources: Option<ResourceTimeline>,
 }
@@ -181,6 +216,46 @@ impl RunInfo {
             Some(address) => format!("{} via {address} ({provider})", self.device.host),
             None => format!("{} ({provider})", self.device.host),
         }
+    }
+
+    /// Samples measured and left out: `9 990 of 10 000 samples; 10 skipped`.
+    pub fn sample_summary(&self) -> String {
+        let measured = self.samples_done.saturating_sub(self.skipped.len());
+        let mut text = format!("{measured} of {} samples", self.dataset_samples.max(self.samples_total));
+        if !self.skipped.is_empty() {
+            text += &format!("; {} skipped", self.skipped.len());
+        }
+        if self.samples_total < self.dataset_samples {
+            text += &format!("; limited to the first {}", self.samples_total);
+        }
+        if !self.complete {
+            text += "; incomplete";
+        }
+        text
+    }
+
+    /// `Some(N)` for a run limited to the first N samples of a larger dataset: kept beside the full trace.
+    pub fn sample_limit(&self) -> Option<usize> {
+        (self.dataset_samples > self.samples_total).then_some(self.samples_total)
+    }
+
+    /// The variant's own memory: peak RSS during the run minus the RSS before its sessions were created.
+    pub fn model_memory_bytes(&self) -> Option<u64> {
+        let peak = self.resources.as_ref()?.peak_rss_bytes()?;
+        Some(peak.saturating_sub(self.baseline_rss_bytes?))
+    }
+
+    /// The memory figure of the study's RAM column: the peak RSS of a process that ran only this variant
+    /// (ONNX Runtime and the dataset included) when the run was isolated, else the variant's own memory above
+    /// the process's baseline (an in-process run shares its process with whatever else it holds).
+    pub fn memory_bytes(&self) -> Option<u64> {
+        if self.isolated { self.resources.as_ref()?.peak_rss_bytes() } else { self.model_memory_bytes() }
+    }
+
+    /// Dataset index of every measured sample (trace order).
+    pub fn measured_indices(&self) -> Vec<usize> {
+        let skipped: std::collections::BTreeSet<usize> = self.skipped.iter().map(|s| s.index).collect();
+        (0..self.samples_done).filter(|i| !skipped.contains(i)).collect()
     }
 
     /// True when both runs come from the same device, runner and provider.
@@ -284,7 +359,39 @@ impl Runner for LocalRunner {
         cancel: &CancelToken,
     ) -> Result<RunOutput, RuntimeError> {
         let device = self.device()?;
+        let Some(_turn) = wait_for_measurement_turn(events, cancel) else {
+            return Err(RuntimeError::Cancelled);
+        };
         run_local(job, device, events, cancel)
+    }
+}
+
+/// One measurement at a time in this process: runs measured while competing for cores would report the
+/// competition, not the model. Local runs queue here.
+static MEASUREMENT_TURN: Mutex<()> = Mutex::new(());
+
+/// Waits for the measurement turn, reporting [`RunEvent::Queued`] while another run holds it; `None` when
+/// cancelled while waiting.
+pub(crate) fn wait_for_measurement_turn(
+    events: &mut dyn FnMut(RunEvent),
+    cancel: &CancelToken,
+) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let mut announced = false;
+    loop {
+        match MEASUREMENT_TURN.try_lock() {
+            Ok(guard) => return Some(guard),
+            // A run that panicked held the turn; the guard protects no data, so the turn is simply taken over.
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        if cancel.is_cancelled() {
+            return None;
+        }
+        if !announced {
+            events(RunEvent::Queued);
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -324,26 +431,56 @@ fn run_local(
     let variant = &job.variant;
     let dataset = &job.dataset;
     let settings = &job.settings;
+    if settings.limit == Some(0) {
+        return Err(RuntimeError::Incompatible("a sample limit of 0 measures nothing; give at least 1".into()));
+    }
     check_compatible(variant, dataset)?;
     events(RunEvent::Loading);
+    let baseline_rss_bytes = super::sampler::current_rss_bytes();
     let mut loaded = LoadedVariant::load(variant, settings.intra_threads, settings.provider)?;
     let run_options = Arc::new(RunOptions::new().map_err(|e| RuntimeError::Ort(e.to_string()))?);
     cancel.attach(Arc::clone(&run_options));
 
     let total = settings.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
     let input_shape = dataset.input_shape();
-    let mut input = Vec::new();
     let mut segment_us = vec![0f32; loaded.segment_count()];
     let exit_segments = variant.exit_segments();
     let early_exits = exit_segments.len() - 1;
+
+    // The first readable samples settle what each exit holds and serve the warm-up.
+    let mut probe = Vec::new();
+    for index in 0..total {
+        let mut input = Vec::new();
+        if dataset.load_input(index, &mut input).is_ok() {
+            probe.push(input);
+            if probe.len() == OUTPUT_KIND_PROBE_SAMPLES {
+                break;
+            }
+        }
+    }
+    let Some(warmup_input) = probe.first().cloned() else {
+        let mut reason = String::new();
+        if let Err(e) = dataset.load_input(0, &mut Vec::new()) {
+            reason = format!(" (the first: {e})");
+        }
+        return Err(RuntimeError::Incompatible(format!(
+            "none of the {total} samples of dataset {} could be read{reason}",
+            dataset.source.display()
+        )));
+    };
+    match loaded.confirm_output_kinds(&probe, input_shape, &run_options) {
+        // Cancelled while probing: the measuring loop below stops at once with nothing measured.
+        Err(_) if cancel.is_cancelled() => {}
+        other => other?,
+    }
+    drop(probe);
 
     events(RunEvent::WarmingUp);
     for _ in 0..settings.warmup_runs {
         if cancel.is_cancelled() {
             break;
         }
-        dataset.load_input(0, &mut input)?;
-        match loaded.run_sample(&input, input_shape, &run_options, &mut segment_us, |_, _| false) {
+        match loaded.run_sample(&warmup_input, input_shape, &run_options, &mut segment_us, |_, _| false) {
             Ok(_) => {}
             Err(_) if cancel.is_cancelled() => break,
             Err(e) => return Err(e),
@@ -358,6 +495,9 @@ fn run_local(
         provider: loaded.provider.clone(),
         started_unix_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         samples_total: total,
+        dataset_samples: dataset.len(),
+        output_kinds: loaded.exit_kinds(),
+        baseline_rss_bytes,
         ..RunInfo::default()
     };
     let sampler = if settings.sample_resources {
@@ -366,7 +506,15 @@ fn run_local(
         None
     };
     let started = Instant::now();
-    let mut measure = SampleLoop { dataset, total, cancel, events, input: Vec::new(), last_event: Instant::now() };
+    let mut measure = SampleLoop {
+        dataset,
+        total,
+        cancel,
+        events,
+        input: Vec::new(),
+        last_event: Instant::now(),
+        skipped: Vec::new(),
+    };
 
     let (mut output, failure) = match &job.mode {
         RunMode::Trace => {
@@ -435,22 +583,31 @@ fn run_local(
     };
     let wall_time_s = started.elapsed().as_secs_f64();
     let resources = sampler.map(ResourceSampler::stop);
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    let done = match &output {
+    let measured = match &output {
         RunOutput::Trace(t) => t.trace.len(),
         RunOutput::Dynamic(d) => d.labels.len(),
     };
-    measure.report(done, true);
+    let skipped = std::mem::take(&mut measure.skipped);
+    let done = measured + skipped.len();
+    if failure.is_none() {
+        measure.report(done, true);
+    }
+    if measured == 0
+        && let Some(error) = failure
+    {
+        // Nothing measured: the failure is the whole story.
+        return Err(error);
+    }
     let info = match &mut output {
         RunOutput::Trace(t) => &mut t.info,
         RunOutput::Dynamic(d) => &mut d.info,
     };
     info.samples_done = done;
+    info.skipped = skipped;
     info.wall_time_s = wall_time_s;
     info.resources = resources;
-    info.complete = done == total && !cancel.is_cancelled();
+    info.complete = failure.is_none() && done == total && !cancel.is_cancelled();
+    info.failure = failure.map(|e| format!("stopped after {measured} measured samples: {e}"));
     Ok(output)
 }
 
@@ -462,11 +619,12 @@ struct SampleLoop<'a> {
     events: &'a mut dyn FnMut(RunEvent),
     input: Vec<f32>,
     last_event: Instant,
+    skipped: Vec<SkippedSample>,
 }
 
 impl SampleLoop<'_> {
-    /// Calls `body(sample, input, preprocess_us)` for every sample until done, cancelled or failed, passing on
-    /// the event it may return; returns the failure (a failure caused by cancelling, such as a terminated ONNX
+    /// Calls `body(sample, input, preprocess_us)` for every readable sample until done, cancelled or failed,
+    /// passing on the event it may return (unreadable samples are recorded in `skipped`); returns the failure (a failure caused by cancelling, such as a terminated ONNX
     /// Runtime call, is not one).
     fn run(
         &mut self,
@@ -478,7 +636,14 @@ impl SampleLoop<'_> {
             }
             let prep_started = Instant::now();
             if let Err(e) = self.dataset.load_input(sample, &mut self.input) {
-                return Some(e.into());
+                // One unreadable image does not cost the run: it is listed and left out of every denominator.
+                self.skipped.push(SkippedSample {
+                    index: sample,
+                    source: self.dataset.sample_source(sample).map(|p| p.display().to_string()),
+                    reason: e.to_string(),
+                });
+                self.report(sample + 1, false);
+                continue;
             }
             let preprocess_us = prep_started.elapsed().as_secs_f32() * 1e6;
             match body(sample, &self.input, preprocess_us) {

@@ -19,7 +19,18 @@ pub struct ResourceSample {
     pub rss_bytes: u64,
     /// GPU load percent, where the platform exposes it.
     pub gpu_percent: Option<f32>,
+    /// CPU used by this process, percent of all logical cores (so `cpu_percent - process_cpu_percent` is what
+    /// other processes used). `None` in files from before it was recorded.
+    #[serde(default)]
+    pub process_cpu_percent: Option<f32>,
+    /// The machine's one-minute load average (runnable tasks, this process's included), where readable.
+    #[serde(default)]
+    pub load_average_1m: Option<f32>,
 }
+
+/// Mean CPU of other processes, percent of all cores, above which a run is flagged noisy: their work competed
+/// with the measured one for cores and caches, so its latencies are not the machine's own.
+pub const NOISY_OTHER_CPU_PERCENT: f64 = 10.0;
 
 /// The readings of one run plus what sampling cost.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -48,6 +59,25 @@ impl ResourceTimeline {
     /// Peak RSS in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         self.samples.iter().map(|s| s.rss_bytes).max()
+    }
+
+    /// Mean CPU used by other processes during the run, percent of all cores (readings that recorded it).
+    pub fn mean_other_cpu_percent(&self) -> Option<f64> {
+        mean(
+            self.samples
+                .iter()
+                .filter_map(|s| s.process_cpu_percent.map(|own| f64::from((s.cpu_percent - own).max(0.0)))),
+        )
+    }
+
+    /// Mean one-minute load average over the readings.
+    pub fn mean_load_average(&self) -> Option<f64> {
+        mean(self.samples.iter().filter_map(|s| s.load_average_1m.map(f64::from)))
+    }
+
+    /// True when other processes used more than [`NOISY_OTHER_CPU_PERCENT`] of the machine during the run.
+    pub fn is_noisy(&self) -> bool {
+        self.mean_other_cpu_percent().is_some_and(|p| p > NOISY_OTHER_CPU_PERCENT)
     }
 
     /// Mean GPU percent over the readings that have one.
@@ -79,6 +109,19 @@ pub fn read_gpu_percent(root: &std::path::Path) -> Option<f32> {
         })?;
         parse(gpu.path().join("device/load"))
     })
+}
+
+/// This process's resident memory now, bytes (`None` where the platform does not say).
+pub fn current_rss_bytes() -> Option<u64> {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate};
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut system = sysinfo::System::new().ok()?;
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    system.process(pid).map(|p| p.memory()).filter(|&rss| rss > 0)
 }
 
 /// A running sampler; [`ResourceSampler::stop`] returns the timeline.
@@ -120,6 +163,12 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
     };
     let root = std::path::Path::new("/");
     system.refresh_cpu_usage();
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_cpu(),
+    );
+    let cores = system.cpus().len().max(1) as f32;
     let mut busy = Duration::ZERO;
     let mut next = started + interval;
     let mut read = |timeline: &mut ResourceTimeline, system: &mut sysinfo::System| {
@@ -128,14 +177,20 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
         system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[pid]),
             false,
-            ProcessRefreshKind::nothing().with_memory(),
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
         );
-        let rss_bytes = system.process(pid).map_or(0, |p| p.memory());
+        let process = system.process(pid);
+        let rss_bytes = process.map_or(0, |p| p.memory());
+        // sysinfo gives a process's CPU in percent of one core; the global figure is over all cores.
+        let process_cpu_percent = process.map(|p| p.cpu_usage() / cores);
+        let load = sysinfo::System::load_average().map_or(0.0, |l| l.one);
         timeline.samples.push(ResourceSample {
             t_s: started.elapsed().as_secs_f32(),
             cpu_percent: system.global_cpu_usage(),
             rss_bytes,
             gpu_percent: read_gpu_percent(root),
+            process_cpu_percent,
+            load_average_1m: (load > 0.0).then_some(load as f32),
         });
         busy += read_start.elapsed();
     };

@@ -105,6 +105,12 @@ pub struct VariantEntry {
     pub num_classes: usize,
     /// Operator counts.
     pub op_histogram: BTreeMap<String, usize>,
+    /// What the exits hold, for people: `probabilities (graph ends in Softmax)`.
+    pub outputs: String,
+    /// The kind stated on the command line for a bare ONNX file (manifests carry their own), re-applied
+    /// whenever the variant is opened again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stated_outputs: Option<crate::model::OutputKind>,
 }
 
 impl VariantEntry {
@@ -121,7 +127,23 @@ impl VariantEntry {
             early_exits: variant.early_exit_count(),
             num_classes: variant.num_classes,
             op_histogram: variant.op_histogram(),
+            outputs: variant.describe_outputs(),
+            stated_outputs: variant
+                .segments
+                .iter()
+                .find(|s| s.exit.is_some() && s.exit_kind_origin == crate::model::KindOrigin::Stated)
+                .filter(|_| variant.source.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")))
+                .map(|s| s.exit_kind),
         }
+    }
+
+    /// Opens the variant again from its file, with the output kind stated when it was added.
+    pub fn open(&self) -> Result<Variant, crate::model::ModelError> {
+        let mut variant = Variant::open(&self.path)?;
+        if let Some(kind) = self.stated_outputs {
+            variant.state_output_kind(kind);
+        }
+        Ok(variant)
     }
 
     /// True when the variant carries the tag.
@@ -173,31 +195,33 @@ impl Session {
         }
     }
 
-    /// Adds a run, replacing an earlier run of the same variant, dataset, device and provider.
-    pub fn upsert_run(&mut self, run: TraceRun) {
+    /// Adds a run, replacing an earlier run of the same variant, dataset, device, provider and sample limit,
+    /// unless that would replace a complete trace with an incomplete one. A run limited to the first N samples
+    /// is kept beside the full trace, never in its place. Returns whether the run was kept.
+    pub fn upsert_run(&mut self, run: TraceRun) -> bool {
         let same = |r: &TraceRun| {
-            r.info.variant == run.info.variant && r.info.dataset == run.info.dataset && r.info.same_device(&run.info)
+            r.info.variant == run.info.variant
+                && r.info.dataset == run.info.dataset
+                && r.info.same_device(&run.info)
+                && r.info.sample_limit() == run.info.sample_limit()
         };
         match self.runs.iter_mut().find(|r| same(r)) {
-            Some(existing) => *existing = run,
-            None => self.runs.push(run),
+            Some(existing) if existing.info.complete && !run.info.complete => false,
+            Some(existing) => {
+                *existing = run;
+                true
+            }
+            None => {
+                self.runs.push(run);
+                true
+            }
         }
     }
 
-    /// Keeps an incomplete run (a remote run cut short) unless a complete one of the same variant, dataset and
-    /// device is already there: a partial trace never replaces a whole one.
+    /// Keeps an incomplete run (cancelled, cut short, failed part-way) unless a complete one of the same
+    /// variant, dataset, device and limit is already there: a partial trace never replaces a whole one.
     pub fn keep_partial(&mut self, run: TraceRun) -> bool {
-        let has_complete = self.runs.iter().any(|r| {
-            r.info.complete
-                && r.info.variant == run.info.variant
-                && r.info.dataset == run.info.dataset
-                && r.info.same_device(&run.info)
-        });
-        if has_complete {
-            return false;
-        }
-        self.upsert_run(run);
-        true
+        self.upsert_run(run)
     }
 
     /// The base variant name for `variant`: the one its manifest names; a variant tagged `base` is its own
@@ -208,11 +232,14 @@ impl Session {
         entry.base.clone().or_else(|| entry.has_tag("base").then(|| entry.name.clone())).or_else(|| self.base.clone())
     }
 
-    /// The run of `variant` made on the same dataset, device and provider as `like`.
+    /// The run of `variant` made on the same dataset, device, provider and sample limit as `like`.
     pub fn matching_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
-        self.runs
-            .iter()
-            .find(|r| r.info.variant == variant && r.info.dataset == like.dataset && r.info.same_device(like))
+        self.runs.iter().find(|r| {
+            r.info.variant == variant
+                && r.info.dataset == like.dataset
+                && r.info.same_device(like)
+                && r.info.sample_limit() == like.sample_limit()
+        })
     }
 
     /// True when `run` was made on the calibration dataset.
@@ -223,7 +250,10 @@ impl Session {
     /// The calibration run of `variant` on the same device and provider as `like`.
     pub fn calibration_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
         let dataset = self.calibration_dataset.as_deref()?;
-        self.runs.iter().find(|r| r.info.variant == variant && r.info.dataset == dataset && r.info.same_device(like))
+        self.runs
+            .iter()
+            .filter(|r| r.info.variant == variant && r.info.dataset == dataset && r.info.same_device(like))
+            .min_by_key(|r| r.info.sample_limit().is_some())
     }
 
     /// Reads a session file; paths inside become absolute.
