@@ -363,6 +363,34 @@ fn an_interrupted_eval_keeps_its_samples_marked_incomplete() {
 }
 
 #[test]
+fn a_killed_eval_keeps_the_samples_of_its_last_checkpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let session = dir.path().join("s.json");
+    let mut child = edgescope()
+        .args(["eval", "--threads", "1", "--warmup", "1", "--no-sampler", "--save-every-s", "1", "--dataset"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fashion-mnist/test"))
+        .arg("--variant")
+        .arg(fixture("heavy.onnx"))
+        .arg("--out")
+        .arg(&session)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start eval");
+    let started = std::time::Instant::now();
+    while !session.exists() {
+        assert!(started.elapsed().as_secs() < 60, "no checkpoint was saved");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let session = Session::load(&session).expect("the checkpoint is a whole session");
+    let run = &session.runs[0];
+    assert!(!run.info.complete);
+    assert!(!run.trace.is_empty() && run.trace.len() < 10_000, "{} samples", run.trace.len());
+}
+
+#[test]
 fn a_dynamic_run_in_a_fresh_process_takes_the_exits_the_trace_predicts() {
     let mut runner = edgescope::runtime::IsolatedRunner::new(env!("CARGO_BIN_EXE_edgescope"));
     let run = trace(&mut runner, &job("tiny_ee.toml", "fmnist500", RunMode::Trace));

@@ -13,6 +13,14 @@ fn local_runner_meets_the_runner_contract() {
 }
 
 #[test]
+fn isolated_runner_meets_the_runner_contract() {
+    // The runner a local `eval` and the app use: each job in a fresh `edgescope measure-job` process.
+    runner_contract::check_runner(&|| {
+        Box::new(edgescope::runtime::IsolatedRunner::new(env!("CARGO_BIN_EXE_edgescope"))) as Box<dyn Runner>
+    });
+}
+
+#[test]
 fn background_job_reports_progress_and_cancels_on_request() {
     let job = common::job("heavy.onnx", "fmnist500", RunMode::Trace);
     let handle = spawn_job(LocalRunner::new(), job, || {}).expect("spawn");

@@ -149,6 +149,9 @@ pub struct EvalArgs {
     /// the graph, a final Softmax / LogSoftmax, and confirmed on the first samples). Manifests say it themselves.
     #[arg(long)]
     pub outputs: Option<String>,
+    /// Seconds between saves of the variant in progress (so even a killed eval keeps what it measured).
+    #[arg(long, default_value_t = 20)]
+    pub save_every_s: u64,
     /// Read and preprocess every sample before running anything and stop at the first unreadable one
     /// (by default unreadable samples are skipped, listed and left out of every denominator).
     #[arg(long)]
@@ -349,22 +352,21 @@ fn cancel_on_signals() -> CancelToken {
     cancel
 }
 
-/// Saves the session on a named background thread at most every [`CHECKPOINT_SAVE_INTERVAL`] while a run
+/// Saves the session on a named background thread at most every `interval` while a run
 /// streams checkpoints, so even a killed `eval` keeps what it measured. The measuring thread only clones and
 /// hands over; a save still in progress makes it skip that checkpoint rather than wait.
 struct CheckpointSaver {
     sender: Option<crossbeam_channel::Sender<Session>>,
     worker: Option<std::thread::JoinHandle<()>>,
     last_save: std::time::Instant,
+    interval: std::time::Duration,
 }
 
-/// How often a running `eval` writes its partial trace into the session file.
-const CHECKPOINT_SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(20);
 /// Samples between checkpoints of a local run.
-const CHECKPOINT_SAMPLES: usize = 500;
+const CHECKPOINT_SAMPLES: usize = 200;
 
 impl CheckpointSaver {
-    fn start(path: PathBuf) -> Self {
+    fn start(path: PathBuf, interval: std::time::Duration) -> Self {
         let (sender, receiver) = crossbeam_channel::bounded::<Session>(1);
         let worker = std::thread::Builder::new()
             .name("edgescope-checkpoint".into())
@@ -376,13 +378,13 @@ impl CheckpointSaver {
                 }
             })
             .ok();
-        Self { sender: worker.is_some().then_some(sender), worker, last_save: std::time::Instant::now() }
+        Self { sender: worker.is_some().then_some(sender), worker, last_save: std::time::Instant::now(), interval }
     }
 
     /// Offers the session with `partial` kept in it, when a save is due.
     fn offer(&mut self, session: &Session, partial: &TraceRun) {
         let Some(sender) = &self.sender else { return };
-        if self.last_save.elapsed() < CHECKPOINT_SAVE_INTERVAL {
+        if self.last_save.elapsed() < self.interval {
             return;
         }
         let mut snapshot = session.clone();
@@ -495,7 +497,8 @@ fn eval(args: &EvalArgs) -> Result<()> {
             settings: checkpoint_settings.clone(),
             mode: RunMode::Trace,
         };
-        let mut saver = CheckpointSaver::start(args.out.clone());
+        let mut saver =
+            CheckpointSaver::start(args.out.clone(), std::time::Duration::from_secs(args.save_every_s.max(1)));
         let mut partial: Option<TraceRun> = None;
         let result = run_job_with(runner.as_mut(), &job, &cancel, &mut |event| {
             if let RunEvent::Checkpoint { samples, .. } = event {
