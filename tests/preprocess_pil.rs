@@ -147,3 +147,29 @@ fn spec_versions_load_and_newer_or_mixed_specs_are_refused() {
         .to_string();
     assert!(error.contains("different shapes") && error.contains("center_crop"), "{error}");
 }
+
+#[test]
+fn truncated_jpegs_are_refused_as_pillow_refuses_them() {
+    let original = pil("images/5_jpeg_420/jpeg_420_47x35.jpg");
+    let bytes = std::fs::read(&original).expect("fixture");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, data: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).expect("write");
+        path
+    };
+    // Pillow 13.0: "image file is truncated" for both; trailing bytes after the end marker load.
+    for (name, data) in [("half.jpg", &bytes[..bytes.len() / 2]), ("no_end.jpg", &bytes[..bytes.len() - 2])] {
+        let path = write(name, data);
+        let error = edgescope::data::decode::decode_image(&path).expect_err(name).to_string();
+        assert!(error.contains(name) && error.contains("truncated"), "{error}");
+    }
+    let mut junk = bytes.clone();
+    junk.extend_from_slice(b"trailing junk");
+    let with_junk = edgescope::data::decode::decode_image(&write("junk.jpg", &junk)).expect("trailing junk loads");
+    assert_eq!(with_junk, edgescope::data::decode::decode_image(&original).expect("original"));
+    // Garbage after a JPEG signature is an error naming the file, not a crash.
+    let garbage = write("garbage.jpg", b"\xff\xd8\xff\xe0 not really a jpeg \xff\xda\xff\xd9");
+    let error = edgescope::data::decode::decode_image(&garbage).expect_err("garbage").to_string();
+    assert!(error.contains("garbage.jpg") && error.contains("unreadable image"), "{error}");
+}

@@ -34,6 +34,13 @@ fn unreadable(path: &Path, error: impl std::fmt::Display) -> DataError {
 /// whole decode runs under `catch_unwind` and such a panic becomes an error naming the file. (This needs
 /// `panic = "unwind"`, Rust's default; edgescope never sets `abort`.)
 fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<ImageU8, DataError> {
+    if !ends_with_end_of_image(bytes) {
+        return Err(invalid(
+            path,
+            "the JPEG data is truncated (no end-of-image marker after the last scan); Pillow refuses it too \
+             (\"image file is truncated\"); download or re-save the file, or remove it",
+        ));
+    }
     std::panic::catch_unwind(|| decode_jpeg_unguarded(path, bytes)).unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<String>()
@@ -42,6 +49,16 @@ fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<ImageU8, DataError> {
             .unwrap_or_else(|| "libjpeg failed".into());
         Err(unreadable(path, message))
     })
+}
+
+/// Pillow refuses a JPEG whose data stops before the end-of-image marker, where libjpeg would pad the image
+/// with gray and only warn. Entropy-coded data cannot hold the marker (0xFF is stuffed), so it must follow the
+/// last start-of-scan marker; bytes after it (trailing junk) are accepted, as Pillow accepts them.
+fn ends_with_end_of_image(bytes: &[u8]) -> bool {
+    const START_OF_SCAN: [u8; 2] = [0xff, 0xda];
+    const END_OF_IMAGE: [u8; 2] = [0xff, 0xd9];
+    let last_scan = bytes.windows(2).rposition(|w| w == START_OF_SCAN).unwrap_or(0);
+    bytes[last_scan..].windows(2).any(|w| w == END_OF_IMAGE)
 }
 
 fn decode_jpeg_unguarded(path: &Path, bytes: &[u8]) -> Result<ImageU8, DataError> {
