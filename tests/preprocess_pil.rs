@@ -72,6 +72,25 @@ fn tensors_equal_torchvision_on_pil_for_png_and_jpeg() {
 }
 
 #[test]
+fn uint8_arrays_take_the_same_pillow_path_in_both_spec_versions() {
+    // NPY uint8 images as `Image.fromarray(array, mode="L")`: version 1 (resize, scale, mean, std) and
+    // version 2 (bicubic resize, crop, to_tensor, normalize); the first 8 Fashion-MNIST test images.
+    for (spec, shape) in [("npy_v1_resize", [1, 1, 32, 30]), ("npy_v2_bicubic", [1, 1, 32, 32])] {
+        let dataset = Dataset::open(&pil(&format!("{spec}.toml"))).expect(spec);
+        assert_eq!(dataset.input_shape(), shape, "{spec}");
+        let (npy_shape, reference) = read_npy::<f32>(&pil(&format!("{spec}.npy")));
+        let size = reference.len() / npy_shape[0] as usize;
+        let mut tensor = Vec::new();
+        for sample in 0..npy_shape[0] as usize {
+            dataset.load_input(sample, &mut tensor).expect("sample");
+            let want = &reference[sample * size..(sample + 1) * size];
+            let max_diff = tensor.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(tensor.len() == want.len() && max_diff <= 1e-6, "{spec} sample {sample}: max |diff| {max_diff}");
+        }
+    }
+}
+
+#[test]
 fn jpeg_pixels_equal_pillow_and_the_alternatives_are_measured() {
     for image in IMAGES.iter().filter(|i| i.ends_with(".jpg")) {
         let path = pil("images").join(image);
