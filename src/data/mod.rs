@@ -253,6 +253,9 @@ impl Dataset {
         if dataset.labels.is_empty() {
             return Err(invalid(source, "the dataset holds no samples"));
         }
+        if let (0, _) | (_, 0) = dataset.image_size() {
+            return Err(invalid(source, "the images have zero height or width"));
+        }
         dataset
             .preprocess
             .validate_for(dataset.source_channels())

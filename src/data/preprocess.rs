@@ -203,30 +203,24 @@ impl<'de> Deserialize<'de> for Transform {
 
 impl TransformTable {
     fn into_transform(self) -> Result<Transform, String> {
-        let named =
-            [self.resize.is_some(), self.center_crop.is_some(), self.grayscale.is_some(), self.normalize.is_some()]
-                .iter()
-                .filter(|&&set| set)
-                .count();
-        if named != 1 {
-            return Err("each transform table names exactly one of resize, center_crop, grayscale, normalize \
-                        (write one table per step)"
-                .into());
+        let resize_options = self.interpolation.is_some() || self.max_size.is_some();
+        match (self.resize, self.center_crop, self.grayscale, self.normalize) {
+            (Some(size), None, None, None) => Ok(Transform::Resize {
+                size,
+                interpolation: self.interpolation.unwrap_or_default(),
+                max_size: self.max_size,
+            }),
+            (None, None, None, None) => {
+                Err("a transform table names one of resize, center_crop, grayscale, normalize".into())
+            }
+            (None, ..) if resize_options => Err("interpolation and max_size belong in a resize table".into()),
+            (None, Some(size), None, None) => Ok(Transform::CenterCrop(size)),
+            (None, None, Some(channels), None) => Ok(Transform::Grayscale { channels }),
+            (None, None, None, Some(NormalizeTable { mean, std })) => Ok(Transform::Normalize { mean, std }),
+            _ => Err("each transform table names exactly one of resize, center_crop, grayscale, normalize \
+                      (write one table per step)"
+                .into()),
         }
-        if self.resize.is_none() && (self.interpolation.is_some() || self.max_size.is_some()) {
-            return Err("interpolation and max_size belong in a resize table".into());
-        }
-        Ok(if let Some(size) = self.resize {
-            Transform::Resize { size, interpolation: self.interpolation.unwrap_or_default(), max_size: self.max_size }
-        } else if let Some(size) = self.center_crop {
-            Transform::CenterCrop(size)
-        } else if let Some(channels) = self.grayscale {
-            Transform::Grayscale { channels }
-        } else if let Some(NormalizeTable { mean, std }) = self.normalize {
-            Transform::Normalize { mean, std }
-        } else {
-            unreachable!("exactly one field is set")
-        })
     }
 }
 
@@ -762,6 +756,8 @@ mod tests {
             ("[{ normalize = { mean = [0.5], std = [0.5] } }, \"to_tensor\"]", "put \"to_tensor\" before it"),
             ("[{ resize = 4 }]", "need a \"to_tensor\""),
             ("[{ resize = 4, center_crop = 2 }, \"to_tensor\"]", "exactly one"),
+            ("[{ center_crop = 2, max_size = 3 }, \"to_tensor\"]", "belong in a resize table"),
+            ("[{ resize = [4, 5], max_size = 9 }, \"to_tensor\"]", "one-int resize"),
             ("[\"resize\", \"to_tensor\"]", "unknown transform \"resize\""),
             ("[{ resize = 4, max_size = 3 }, \"to_tensor\"]", "max_size = 3"),
             ("[{ resize = 4, interpolation = \"cubic\" }, \"to_tensor\"]", "unknown variant"),
