@@ -168,6 +168,18 @@ fn spec_versions_load_and_newer_or_mixed_specs_are_refused() {
 }
 
 #[test]
+fn sixteen_bit_gray_png_is_clipped_as_pillow_converts_it() {
+    // Pillow opens a 16-bit gray PNG as "I;16"; convert("RGB") clips at 255 instead of scaling.
+    let decoded = edgescope::data::decode::decode_image(&pil("gray16.png")).expect("decodes");
+    let (shape, want) = read_npy::<u8>(&pil("decoded/gray16.npy"));
+    assert_eq!(shape, [decoded.height as u64, decoded.width as u64, 3]);
+    assert_eq!(decoded.channels, 1, "gray stays one stored channel");
+    let red: Vec<u8> = want.chunks_exact(3).map(|p| p[0]).collect();
+    assert_eq!(decoded.pixels, red);
+    assert!(red.iter().any(|&v| v == 255) && red.iter().any(|&v| v > 0 && v < 255), "the fixture has both kinds");
+}
+
+#[test]
 fn truncated_jpegs_are_refused_as_pillow_refuses_them() {
     let original = pil("images/5_jpeg_420/jpeg_420_47x35.jpg");
     let bytes = std::fs::read(&original).expect("fixture");
