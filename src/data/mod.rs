@@ -189,10 +189,10 @@ impl Dataset {
 
     /// Builds a dataset from a parsed spec whose relative paths start at `directory`.
     pub fn from_spec(spec: DatasetSpec, source: &Path, directory: &Path) -> Result<Self, DataError> {
-        spec.preprocess.validate().map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         if spec.version < 2 && !spec.preprocess.transforms.is_empty() {
             return Err(invalid(source, "[preprocess] transforms needs `version = 2`; set it"));
         }
+        spec.preprocess.validate().map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         let need = |p: &Option<PathBuf>, what: &str| {
             p.as_ref()
                 .map(|p| directory.join(p))
