@@ -89,8 +89,15 @@ impl<'de> Deserialize<'de> for Size {
                     .and_then(|v| self.visit_u64(v))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Size, A::Error> {
-                let hw = <[u32; 2]>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(Size::HeightWidth(hw))
+                // torchvision takes a one-element sequence as the int itself.
+                match Vec::<u32>::deserialize(de::value::SeqAccessDeserializer::new(seq))?.as_slice() {
+                    [side] => Ok(Size::Side(*side)),
+                    [h, w] => Ok(Size::HeightWidth([*h, *w])),
+                    other => Err(de::Error::custom(format!(
+                        "a size is one integer or [height, width], not {} values",
+                        other.len()
+                    ))),
+                }
             }
         }
         deserializer.deserialize_any(SizeVisitor)
@@ -735,6 +742,16 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(spec.transforms.len(), 5);
+        let one = pipeline("[preprocess]\ntransforms = [{ resize = [32] }, \"to_tensor\"]").expect("valid");
+        assert_eq!(
+            one.transforms[0],
+            Transform::Resize { size: Size::Side(32), interpolation: Interpolation::Bilinear, max_size: None }
+        );
+        assert!(
+            pipeline("[preprocess]\ntransforms = [{ center_crop = [1, 2, 3] }, \"to_tensor\"]")
+                .expect_err("3")
+                .contains("not 3 values")
+        );
         // A 40x80 RGB file: shorter side 40 -> 32, longer 64; crop 28x30; gray.
         assert_eq!(spec.input_shape(40, 80, 3), [1, 1, 28, 30]);
         let json = serde_json::to_string(&spec).expect("json");
