@@ -5,7 +5,9 @@
 //! (TOML, `format = "edgescope-dataset"`) names the files, the class names and the preprocessing; a bare
 //! IDX/NPY file or a folder opens with defaults.
 
+pub mod decode;
 mod formats;
+pub mod pil;
 pub mod preprocess;
 
 use std::io::Read;
@@ -13,12 +15,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use preprocess::{Layout, Pixels, Preprocess};
+pub use preprocess::{Interpolation, Layout, Pixels, Preprocess, Size, Transform};
 
 /// Format name of dataset specs.
 pub const DATASET_FORMAT: &str = "edgescope-dataset";
-/// Newest dataset spec version this build reads.
-pub const DATASET_VERSION: u32 = 1;
+/// Newest dataset spec version this build reads: 2 added `[preprocess] transforms`, the ordered torchvision
+/// pipeline (version 1's fixed fields still read, with the meaning `preprocess.rs` documents).
+pub const DATASET_VERSION: u32 = 2;
 
 /// Why a dataset could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +189,9 @@ impl Dataset {
 
     /// Builds a dataset from a parsed spec whose relative paths start at `directory`.
     pub fn from_spec(spec: DatasetSpec, source: &Path, directory: &Path) -> Result<Self, DataError> {
+        if spec.version < 2 && !spec.preprocess.transforms.is_empty() {
+            return Err(invalid(source, "[preprocess] transforms needs `version = 2`; set it"));
+        }
         spec.preprocess.validate().map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         let need = |p: &Option<PathBuf>, what: &str| {
             p.as_ref()
@@ -247,6 +253,13 @@ impl Dataset {
         if dataset.labels.is_empty() {
             return Err(invalid(source, "the dataset holds no samples"));
         }
+        if let (0, _) | (_, 0) = dataset.image_size() {
+            return Err(invalid(source, "the images have zero height or width"));
+        }
+        dataset
+            .preprocess
+            .validate_for(dataset.source_channels())
+            .map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         Ok(dataset)
     }
 
@@ -259,13 +272,18 @@ impl Dataset {
         let formats::FolderScan { paths, labels, classes } = scan;
         let first = paths.first().ok_or_else(|| invalid(source, "the folder holds no PNG or JPEG images"))?;
         // The first readable image sets the expected size; unreadable ones are skipped when a run reaches them.
-        let (width, height) =
-            paths.iter().find_map(|p| image::image_dimensions(p).ok()).ok_or_else(|| match image::image_dimensions(
-                first,
-            ) {
-                Err(e) => invalid(first, format!("unreadable image: {e} (and so is every other image)")),
-                Ok(_) => invalid(first, "unreadable image"),
-            })?;
+        let (width, height) = match paths.iter().find_map(|p| decode::image_dimensions(p).ok()) {
+            Some(size) => size,
+            None => {
+                return Err(match decode::image_dimensions(first) {
+                    Err(DataError::Invalid { path, reason }) => {
+                        invalid(&path, format!("{reason} (and so is every other image in the folder)"))
+                    }
+                    Err(other) => other,
+                    Ok(_) => invalid(first, "unreadable image"),
+                });
+            }
+        };
         Ok(Self {
             name,
             source: source.to_path_buf(),
@@ -317,7 +335,16 @@ impl Dataset {
     /// The batch-1 input shape this dataset produces.
     pub fn input_shape(&self) -> [usize; 4] {
         let (h, w) = self.image_size();
-        self.preprocess.input_shape(h, w)
+        self.preprocess.input_shape(h, w, self.source_channels())
+    }
+
+    /// Channels of the source images as the preprocessing sees them: image files load as RGB (torchvision's
+    /// `ImageFolder` loader), arrays as stored.
+    fn source_channels(&self) -> usize {
+        match &self.images {
+            Images::U8 { channels, .. } | Images::F32 { channels, .. } => *channels,
+            Images::Files { .. } => 3,
+        }
     }
 
     /// Checks the produced shape against a model input (`None` = a free dimension) before anything runs.
@@ -356,22 +383,19 @@ impl Dataset {
             }
             Images::Files { paths, height, width } => {
                 let path = &paths[index];
-                let decoded = image::open(path).map_err(|e| invalid(path, format!("unreadable image: {e}")))?;
-                let (image_width, image_height) = (decoded.width(), decoded.height());
-                if self.preprocess.resize.is_none() && (image_height, image_width) != (*height, *width) {
+                let decoded = decode::decode_image(path)?;
+                let (image_width, image_height) = (decoded.width as u32, decoded.height as u32);
+                if self.preprocess.input_shape(image_height, image_width, 3) != self.input_shape() {
                     return Err(invalid(
                         path,
                         format!(
-                            "is {image_width}x{image_height} but the first image is {width}x{height}; set [preprocess] resize"
+                            "is {image_width}x{image_height} but the first image is {width}x{height}, and [preprocess] \
+                             gives their tensors different shapes; set resize = [h, w] (spec version 1) or end the transforms \
+                             with a resize to [h, w] or a center_crop (version 2)"
                         ),
                     ));
                 }
-                let (channels, data) = if decoded.color().has_color() {
-                    (3, decoded.into_rgb8().into_raw())
-                } else {
-                    (1, decoded.into_luma8().into_raw())
-                };
-                self.preprocess.apply(Pixels::U8(&data), image_height, image_width, channels, out);
+                self.preprocess.apply_loaded(decoded, out);
             }
         }
         Ok(())
@@ -412,9 +436,8 @@ impl Dataset {
             }
             Images::Files { paths, .. } => {
                 let path = &paths[index];
-                let decoded = image::open(path).map_err(|e| invalid(path, format!("unreadable image: {e}")))?;
-                let rgb = decoded.into_rgb8();
-                Ok((rgb.width(), rgb.height(), 3, rgb.into_raw()))
+                let decoded = decode::decode_image(path)?;
+                Ok((decoded.width as u32, decoded.height as u32, decoded.channels, decoded.pixels))
             }
         }
     }
@@ -449,6 +472,26 @@ pub fn parse_spec(path: &Path, text: &str) -> Result<DatasetSpec, DataError> {
         }
         Some(0) | None => return Err(invalid(path, "the spec has no valid `version`")),
         Some(_) => {}
+    }
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| invalid(path, format!("not a valid TOML dataset spec: {e}")))?;
+    if let Some(preprocess) = table.get("preprocess").and_then(toml::Value::as_table)
+        && preprocess.contains_key("transforms")
+    {
+        let fixed: Vec<&str> = ["scale", "mean", "std", "channels", "resize", "center_crop"]
+            .into_iter()
+            .filter(|key| preprocess.contains_key(*key))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(invalid(
+                path,
+                format!(
+                    "[preprocess] has both `transforms` and {}; with transforms, write resize and center_crop as steps, \
+                     mean and std as a normalize step; to_tensor scales by 1/255 and grayscale sets the channels",
+                    fixed.join(", ")
+                ),
+            ));
+        }
     }
     toml::from_str(text).map_err(|e| invalid(path, format!("dataset spec error: {e}")))
 }
