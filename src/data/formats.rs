@@ -67,9 +67,41 @@ pub(super) fn read_idx_labels(path: &Path) -> Result<Vec<u32>, DataError> {
     Ok(bytes[offset..].iter().map(|&b| u32::from(b)).collect())
 }
 
+/// The shape an NPY header claims, read before npyz sees it (npyz multiplies the dimensions unchecked, which
+/// panics or wraps on a forged header). `None` when the header is not readable here; npyz then reports why.
+fn npy_claimed_shape(bytes: &[u8]) -> Option<Vec<u64>> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (start, length): (usize, usize) = if bytes[6] == 1 {
+        (10, usize::from(u16::from_le_bytes([bytes[8], bytes[9]])))
+    } else {
+        let length = u32::from_le_bytes([bytes[8], bytes[9], *bytes.get(10)?, *bytes.get(11)?]);
+        (12, usize::try_from(length).ok()?)
+    };
+    let header = std::str::from_utf8(bytes.get(start..start.checked_add(length)?)?).ok()?;
+    let after = &header[header.find("'shape'").or_else(|| header.find("\"shape\""))?..];
+    let open = after.find('(')?;
+    let close = after[open..].find(')')? + open;
+    after[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse::<u64>().ok())
+        .collect()
+}
+
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::Cursor<Vec<u8>>>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     let file_bytes = bytes.len() as u64;
+    if let Some(shape) = npy_claimed_shape(&bytes)
+        && shape.iter().try_fold(1u64, |product, &d| product.checked_mul(d)).is_none_or(|n| n > file_bytes)
+    {
+        return Err(invalid(
+            path,
+            format!("NPY shape {shape:?} needs more bytes than the file holds ({file_bytes}); it is truncated or corrupt"),
+        ));
+    }
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
         .map_err(|e| invalid(path, format!("not a valid NPY file ({e})")))?;
     // The shape is the file's claim: check it against the bytes really there before anything is allocated
