@@ -38,17 +38,23 @@ fn files_are_cached_by_content_and_not_sent_twice() {
     let mut job = common::job("tiny_ee.toml", "fmnist500", RunMode::Trace);
     job.settings.limit = Some(20);
     common::trace(&mut runner, &job);
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).collect();
-    assert_eq!(cached.len(), 4, "two segments, images and labels");
-    let modified: Vec<_> = cached.iter().map(|e| e.metadata().and_then(|m| m.modified()).ok()).collect();
+    let cached = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).count();
+    assert_eq!(cached, 4, "two segments, images and labels");
+    // An upload lands as a new file (a temporary file renamed into place), so the same inodes mean nothing
+    // was sent again (modification times change: they order the cache's least-recently-used eviction).
+    use std::os::unix::fs::MetadataExt;
+    let inodes = |dir: &std::path::Path| -> Vec<u64> {
+        let mut inodes: Vec<u64> = std::fs::read_dir(dir)
+            .expect("cache")
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
+            .collect();
+        inodes.sort_unstable();
+        inodes
+    };
+    let before = inodes(cache.path());
     common::trace(&mut runner, &job);
-    let again: Vec<_> = std::fs::read_dir(cache.path())
-        .expect("cache")
-        .filter_map(Result::ok)
-        .map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .collect();
-    assert_eq!(modified.len(), again.len());
-    assert!(again.iter().all(|m| modified.contains(m)), "nothing was re-uploaded");
+    assert_eq!(inodes(cache.path()), before, "nothing was re-uploaded");
 }
 
 #[test]
