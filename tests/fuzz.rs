@@ -15,7 +15,7 @@ use edgescope::net::frame::{decode_frame, read_frame};
 use edgescope::net::protocol::{ClientMessage, RunnerMessage};
 
 /// Cases for the default suite.
-const QUICK_CASES: u32 = 300;
+const QUICK_CASES: u32 = 1000;
 
 fn long_cases() -> u32 {
     std::env::var("EDGESCOPE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)

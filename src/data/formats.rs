@@ -99,7 +99,9 @@ fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::Cursor<Vec<u8>>>, Data
     {
         return Err(invalid(
             path,
-            format!("NPY shape {shape:?} needs more bytes than the file holds ({file_bytes}); it is truncated or corrupt"),
+            format!(
+                "NPY shape {shape:?} needs more bytes than the file holds ({file_bytes}); it is truncated or corrupt"
+            ),
         ));
     }
     let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
