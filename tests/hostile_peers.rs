@@ -260,12 +260,26 @@ impl Drop for Child {
     }
 }
 
-fn spawn_runner(dir: &Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
+/// Starts the runner binary; with `max_open_files`, under that file-descriptor limit (as a small device or a
+/// service manager would set it).
+fn spawn_runner_limited(dir: &Path, extra: &[&str], max_open_files: Option<u32>) -> (Child, std::net::SocketAddr) {
     let token_file = dir.join("token");
     std::fs::write(&token_file, TOKEN).expect("token");
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope-runner"))
+    let mut command = match max_open_files {
+        Some(limit) => {
+            let mut sh = std::process::Command::new("sh");
+            sh.args([
+                "-c",
+                &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                env!("CARGO_BIN_EXE_edgescope-runner"),
+            ]);
+            sh
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_edgescope-runner")),
+    };
+    let child = command
         .args(["--listen", &address.to_string(), "--token-file"])
         .arg(&token_file)
         .arg("--cache-dir")
@@ -281,6 +295,10 @@ fn spawn_runner(dir: &Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, address)
+}
+
+fn spawn_runner(dir: &Path, extra: &[&str]) -> (Child, std::net::SocketAddr) {
+    spawn_runner_limited(dir, extra, None)
 }
 
 #[test]
@@ -328,7 +346,13 @@ fn one_peer_cannot_push_the_runner_past_its_memory_bound() {
 
 /// Opens `count` connections that each drip the preamble one byte at a time, reconnecting when the runner
 /// drops them, until `stop`; returns how many connections it opened in all.
-fn drip(address: std::net::SocketAddr, count: usize, stop: Arc<AtomicBool>, deadline: Instant) -> usize {
+fn drip(
+    address: std::net::SocketAddr,
+    count: usize,
+    stop: Arc<AtomicBool>,
+    opened_so_far: Arc<std::sync::atomic::AtomicUsize>,
+    deadline: Instant,
+) -> usize {
     let preamble = [b'E', b'S', b'R', b'P', 0, 2];
     let mut streams: Vec<(TcpStream, usize)> = Vec::new();
     let mut opened = 0usize;
@@ -337,6 +361,7 @@ fn drip(address: std::net::SocketAddr, count: usize, stop: Arc<AtomicBool>, dead
             match TcpStream::connect_timeout(&address, Duration::from_secs(1)) {
                 Ok(stream) => {
                     opened += 1;
+                    opened_so_far.store(opened, Ordering::SeqCst);
                     streams.push((stream, 0));
                 }
                 Err(_) => break,
@@ -354,14 +379,20 @@ fn drip(address: std::net::SocketAddr, count: usize, stop: Arc<AtomicBool>, dead
 
 fn slow_drip_run(connections: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_child, address) = spawn_runner(dir.path(), &[]);
+    // 512 open files: fewer than the drip connections would take if each got a thread and its sockets.
+    let (_child, address) = spawn_runner_limited(dir.path(), &[], Some(512));
     let stop = Arc::new(AtomicBool::new(false));
+    let opened_so_far = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let dripper = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || drip(address, connections, stop, Instant::now() + Duration::from_secs(90)))
+        let (stop, opened) = (Arc::clone(&stop), Arc::clone(&opened_so_far));
+        std::thread::spawn(move || drip(address, connections, stop, opened, Instant::now() + Duration::from_secs(90)))
     };
-    // Let the drip connections fill the runner's handshake slots first.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the drip connections fill the runner's handshake slots first (all of them opened at least once).
+    let waited = Instant::now();
+    while opened_so_far.load(Ordering::SeqCst) < connections && waited.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     let mut client = RemoteRunner::new(&address.to_string(), TOKEN.to_vec());
     let result = client.run(&quick_job(), &mut |_| {}, &CancelToken::new());

@@ -26,7 +26,7 @@ struct Args {
     /// Authenticated clients served at once.
     #[arg(long, default_value_t = Limits::default().max_clients)]
     max_clients: usize,
-    /// Connections still in the handshake; a new one beyond this closes the oldest.
+    /// Connections still in the handshake; a new one beyond this closes one of them at random.
     #[arg(long, default_value_t = Limits::default().max_pending)]
     max_pending: usize,
     /// Time for a connection's whole handshake, in milliseconds.

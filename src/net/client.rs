@@ -51,6 +51,14 @@ impl Drop for Connection {
     }
 }
 
+/// How one connection attempt ended badly.
+enum Attempt {
+    /// The runner closed the connection mid-handshake (it may be flooded): try again.
+    Retry(RuntimeError),
+    /// Anything else: report it.
+    Fail(RuntimeError),
+}
+
 /// `tcp://host:port` or `host:port` -> `host:port`.
 pub fn parse_address(text: &str) -> String {
     text.strip_prefix("tcp://").unwrap_or(text).trim_end_matches('/').to_string()
@@ -77,6 +85,9 @@ impl RemoteRunner {
         RuntimeError::Remote(format!("runner {}: {message}", self.address))
     }
 
+    /// Connects and completes the handshake within [`CONNECT_TIMEOUT`]. A runner flooded with half-open
+    /// connections may close ours before the handshake ends (it drops one at random for each newcomer): that,
+    /// and only that, is retried a few times.
     fn connect(&mut self, cancel: &CancelToken) -> Result<Connection, RuntimeError> {
         let address = self
             .address
@@ -84,86 +95,94 @@ impl RemoteRunner {
             .map_err(|e| self.remote(format!("cannot resolve the address ({e})")))?
             .next()
             .ok_or_else(|| self.remote("the address resolves to nothing"))?;
-        let name = self.address.clone();
-        let handshake_io = |e: std::io::Error| {
-            RuntimeError::Remote(format!(
-                "runner {name}: connection failed during the handshake ({e}); is it an edgescope-runner, and is it \
-                 overloaded?"
-            ))
-        };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
-        // A runner flooded with half-open connections closes newcomers before its preamble; try a few times.
         let mut attempt = 0u32;
-        let (stream, mut timed, version) = loop {
-            let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
-                self.remote(format!("cannot connect ({e}); is edgescope-runner running there and the port open?"))
-            })?;
-            stream.set_nodelay(true).map_err(handshake_io)?;
-            let mut timed = TimedStream::new(stream.try_clone().map_err(handshake_io)?, CONNECT_TIMEOUT, WRITE_TIMEOUT)
-                .map_err(handshake_io)?;
-            timed.set_deadline(Some(deadline));
-            let exchanged = frame::write_preamble(&mut timed)
-                .map_err(frame::WireError::Io)
-                .and_then(|()| frame::read_preamble(&mut timed));
-            match exchanged {
-                Ok(version) => break (stream, timed, version),
-                Err(frame::WireError::Io(e))
-                    if attempt < 5
-                        && !cancel.is_cancelled()
-                        && Instant::now() < deadline
-                        && matches!(
-                            e.kind(),
-                            std::io::ErrorKind::UnexpectedEof
-                                | std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::BrokenPipe
-                        ) =>
-                {
+        loop {
+            match self.connect_once(address, deadline) {
+                Ok(connection) => return Ok(connection),
+                Err(Attempt::Retry(error)) => {
+                    if attempt >= 6 || cancel.is_cancelled() || Instant::now() >= deadline {
+                        return Err(error);
+                    }
                     std::thread::sleep(Duration::from_millis(20 << attempt));
                     attempt += 1;
                 }
-                Err(e) => {
-                    return Err(self.remote(format!(
-                        "closed the connection or sent no preamble ({e}); is it an edgescope-runner?"
-                    )));
-                }
+                Err(Attempt::Fail(error)) => return Err(error),
+            }
+        }
+    }
+
+    fn connect_once(&mut self, address: std::net::SocketAddr, deadline: Instant) -> Result<Connection, Attempt> {
+        let fail = |error: RuntimeError| Attempt::Fail(error);
+        let name = self.address.clone();
+        let remote = |message: String| RuntimeError::Remote(format!("runner {name}: {message}"));
+        // The runner closed or reset the connection mid-handshake: worth another try; anything else is not.
+        let io = |e: std::io::Error| {
+            let message = remote(format!(
+                "connection failed during the handshake ({e}); is it an edgescope-runner, and is it overloaded?"
+            ));
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            ) {
+                Attempt::Retry(message)
+            } else {
+                Attempt::Fail(message)
             }
         };
+        let wire = |e: frame::WireError| match e {
+            frame::WireError::Io(e) => io(e),
+            other => fail(remote(format!("sent something else than an edgescope preamble ({other})"))),
+        };
+        let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
+            fail(self.remote(format!("cannot connect ({e}); is edgescope-runner running there and the port open?")))
+        })?;
+        stream.set_nodelay(true).map_err(io)?;
+        let mut timed =
+            TimedStream::new(stream.try_clone().map_err(io)?, CONNECT_TIMEOUT, WRITE_TIMEOUT).map_err(io)?;
+        timed.set_deadline(Some(deadline));
+        frame::write_preamble(&mut timed).map_err(io)?;
+        let version = frame::read_preamble(&mut timed).map_err(wire)?;
         if version != PROTOCOL_VERSION {
             let advice = if version < PROTOCOL_VERSION {
                 "update edgescope-runner on the device to this edgescope's version"
             } else {
                 "update this edgescope to the runner's version"
             };
-            return Err(self.remote(format!(
+            return Err(fail(self.remote(format!(
                 "this runner speaks protocol version {version}, this edgescope speaks {PROTOCOL_VERSION}; {advice}"
-            )));
+            ))));
         }
         let keys = secure::client_handshake(&mut timed, &self.token, PROTOCOL_VERSION).map_err(|e| match e {
-            HandshakeError::Refused => {
-                self.remote("refused the connection: wrong token (the runner does not share it); check the token file")
-            }
-            HandshakeError::WrongToken => self.remote(
+            HandshakeError::Refused => fail(
+                self.remote("refused the connection: wrong token (the runner does not share it); check the token file"),
+            ),
+            HandshakeError::WrongToken => fail(self.remote(
                 "failed to prove it knows the token, so nothing was sent: it is not the runner you configured, or its \
                  token differs (wrong token)",
-            ),
-            HandshakeError::Io(e) => handshake_io(e),
-            other => self.remote(other),
+            )),
+            HandshakeError::Io(e) => io(e),
+            other => fail(self.remote(other)),
         })?;
-        let mut writer = SecureWriter::new(timed.try_clone().map_err(handshake_io)?, keys.clone());
+        let mut writer = SecureWriter::new(timed.try_clone().map_err(io)?, keys.clone());
         let mut reader = SecureReader::new(timed, keys);
         let hello = ClientMessage::Hello { client: format!("edgescope {}", env!("CARGO_PKG_VERSION")) };
-        send(&mut writer, &hello).map_err(handshake_io)?;
-        let welcome = frame::read_frame(&mut reader, MAX_MESSAGE_BYTES)
-            .map_err(|e| self.remote(format!("closed the connection during the handshake ({e})")))?;
-        match self.decode(welcome)? {
+        send(&mut writer, &hello).map_err(io)?;
+        let welcome = frame::read_frame(&mut reader, MAX_MESSAGE_BYTES).map_err(wire)?;
+        match self.decode(welcome).map_err(fail)? {
             RunnerMessage::Welcome { device, .. } => self.device = Some(*device),
-            RunnerMessage::Denied { reason } => return Err(self.remote(format!("refused the connection: {reason}"))),
-            other => return Err(self.remote(format!("answered {} to Hello", name_of(&other)))),
+            RunnerMessage::Denied { reason } => {
+                return Err(fail(self.remote(format!("refused the connection: {reason}"))));
+            }
+            other => return Err(fail(self.remote(format!("answered {} to Hello", name_of(&other))))),
         }
         // From now on the waits below have their own deadlines; the reader just waits for frames.
         reader.get_mut().set_deadline(None);
         reader.get_mut().keep_waiting().store(true, std::sync::atomic::Ordering::SeqCst);
-        let frames = spawn_reader(reader).map_err(handshake_io)?;
+        let frames = spawn_reader(reader).map_err(io)?;
         Ok(Connection { writer, frames, stream })
     }
 

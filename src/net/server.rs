@@ -3,7 +3,7 @@
 //! progress and results.
 //!
 //! Every resource a peer can make the runner spend is bounded by [`Limits`]: connections still in the
-//! handshake (the oldest is dropped for a new one, so slow-drip connections cannot lock others out),
+//! handshake (one is dropped at random for a new one, so slow-drip connections cannot lock others out),
 //! authenticated clients, the time of the whole handshake, every read and write afterwards, frame sizes (one
 //! connection holds at most a few frames in memory), upload bytes per job, the cache (least recently used
 //! files go first), decompressed dataset bytes and intra-op threads.
@@ -40,7 +40,7 @@ const MIB: u64 = 1024 * 1024;
 pub struct Limits {
     /// Authenticated clients served at once (`--max-clients`).
     pub max_clients: usize,
-    /// Connections still in the handshake; a new one beyond this drops the oldest, once that one had 500 ms
+    /// Connections still in the handshake; a new one beyond this closes one of them chosen at random
     /// (`--max-pending`).
     pub max_pending: usize,
     /// Time for the preamble, the handshake and the first encrypted message, all together
@@ -85,7 +85,7 @@ impl Limits {
     /// One line per limit, as the runner prints them at start.
     pub fn describe(&self) -> String {
         format!(
-            "limits: {} clients at once, {} connections in the handshake (oldest dropped first), handshake {} ms, \
+            "limits: {} clients at once, {} connections in the handshake (one dropped at random for a newcomer), handshake {} ms, \
              idle {} ms, write {} ms, messages {} KiB, uploads {} MiB per connection, cache {} MiB (least recently \
              used evicted), datasets {} MiB decompressed, {} intra-op threads",
             self.max_clients,
@@ -127,16 +127,12 @@ impl ServerConfig {
     }
 }
 
-/// Connections in the handshake, oldest first, with when they arrived and a handle to close each.
+/// Connections in the handshake, with a handle to close each.
 #[derive(Default)]
 struct Pending {
     next_id: u64,
-    streams: VecDeque<(u64, Instant, TcpStream)>,
+    streams: VecDeque<(u64, TcpStream)>,
 }
-
-/// A connection in the handshake cannot be dropped for a newcomer before this age: a legitimate handshake
-/// takes a round trip or two, so it always gets that long, while slow-drip connections are the old ones.
-const PENDING_GRACE: Duration = Duration::from_millis(500);
 
 struct Shared {
     config: ServerConfig,
@@ -253,30 +249,31 @@ impl RunnerServer {
     }
 }
 
-/// Puts a new connection in the handshake registry. When it is full, the oldest connection is closed if it
-/// had its grace time; otherwise the newcomer is refused (closed at once, no thread spawned).
+/// Puts a new connection in the handshake registry. When it is full, a connection chosen at random is
+/// closed to make room (as OpenSSH's `MaxStartups` drops at random): slow-drip connections cannot fill the
+/// registry and keep a legitimate client out, whose handshake takes a round trip or two; the client retries
+/// the rare time it is the one dropped.
 fn register_pending(shared: &Shared, stream: &TcpStream) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
     let handle = stream.try_clone().ok()?;
     let mut pending = shared.pending.lock().ok()?;
     if pending.streams.len() >= shared.config.limits.max_pending.max(1) {
-        let oldest_is_old = pending.streams.front().is_some_and(|(_, since, _)| since.elapsed() >= PENDING_GRACE);
-        if !oldest_is_old {
-            let _ = stream.shutdown(Shutdown::Both);
-            return None;
-        }
-        if let Some((_, _, oldest)) = pending.streams.pop_front() {
-            let _ = oldest.shutdown(Shutdown::Both);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(pending.next_id);
+        let victim = (hasher.finish() % pending.streams.len() as u64) as usize;
+        if let Some((_, dropped)) = pending.streams.remove(victim) {
+            let _ = dropped.shutdown(Shutdown::Both);
         }
     }
     let id = pending.next_id;
     pending.next_id += 1;
-    pending.streams.push_back((id, Instant::now(), handle));
+    pending.streams.push_back((id, handle));
     Some(id)
 }
 
 fn unregister_pending(shared: &Shared, id: u64) {
     if let Ok(mut pending) = shared.pending.lock() {
-        pending.streams.retain(|(other, _, _)| *other != id);
+        pending.streams.retain(|(other, _)| *other != id);
     }
 }
 
