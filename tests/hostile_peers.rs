@@ -514,6 +514,43 @@ fn a_client_that_stops_reading_frees_the_runner() {
     eprintln!("a client that stopped reading held the runner for {freed:?}");
 }
 
+#[test]
+fn a_job_asking_for_2000_threads_gets_the_cap_and_a_huge_resize_is_refused() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path(), Limits { max_threads: 1, ..Limits::default() });
+    // The library client uploads the files; then a raw client asks for 2000 intra-op threads.
+    let mut job = common::job("tiny_base.toml", "fmnist500", RunMode::Trace);
+    job.settings.limit = Some(5);
+    common::trace(&mut RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec()), &job);
+    let (mut writer, mut reader) = authenticate(server.address);
+    let mut remote = remote_job(&job);
+    remote.settings.limit = Some(5);
+    send(&mut writer, &ClientMessage::Run { job: Box::new(remote.clone()) });
+    let started = Instant::now();
+    let run = loop {
+        assert!(started.elapsed() < Duration::from_secs(60), "no result");
+        match receive(&mut reader) {
+            Some(RunnerMessage::TraceResult { run }) => break run.decode().expect("valid trace"),
+            Some(_) => {}
+            None => panic!("the runner closed the connection"),
+        }
+    };
+    assert_eq!(run.info.settings.intra_threads, 1, "capped at --max-threads");
+    // A resize to 100 000 x 100 000 pixels would need 40 GB per sample: refused before anything runs.
+    remote.dataset.preprocess.resize = Some([100_000, 100_000]);
+    send(&mut writer, &ClientMessage::Run { job: Box::new(remote) });
+    loop {
+        match receive(&mut reader) {
+            Some(RunnerMessage::Failed { error }) => {
+                assert!(error.contains("100000"), "{error}");
+                break;
+            }
+            Some(RunnerMessage::Heartbeat | RunnerMessage::Event { .. }) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}
+
 /// The wire form of a job whose files the runner already has.
 fn remote_job(job: &edgescope::runtime::Job) -> edgescope::net::protocol::RemoteJob {
     let hash = |p: &PathBuf| edgescope::net::protocol::hash_file(p).expect("hash").hash;

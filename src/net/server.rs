@@ -33,6 +33,8 @@ const CHECKPOINT_SAMPLES: usize = 200;
 /// Most files one offer may list (a job needs its segments, images and labels).
 const MAX_OFFER_FILES: usize = 64;
 const MIB: u64 = 1024 * 1024;
+/// Largest preprocessed sample (3 channels of f32) a job may ask for: 4096 x 4096 pixels.
+const MAX_SAMPLE_BYTES: u64 = 4096 * 4096 * 3 * 4;
 
 /// What one runner lets its peers use. The defaults fit a Raspberry Pi (4 GB); every field has a flag on
 /// `edgescope-runner`, and the runner prints them when it starts.
@@ -581,6 +583,17 @@ fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
     let source = PathBuf::from(format!("{} (received)", manifest.name));
     let variant = Variant::from_manifest(manifest, &source, cache).map_err(|e| e.to_string())?;
     let remote = job.dataset;
+    // One preprocessed sample is allocated per inference: a forged resize or crop must not ask for gigabytes.
+    for [height, width] in [remote.preprocess.resize, remote.preprocess.center_crop].into_iter().flatten() {
+        let bytes = u64::from(height) * u64::from(width) * 3 * 4;
+        if bytes > MAX_SAMPLE_BYTES {
+            return Err(format!(
+                "preprocessing to {height} x {width} pixels needs {} MiB per sample, over this runner's {} MiB",
+                bytes / MIB,
+                MAX_SAMPLE_BYTES / MIB
+            ));
+        }
+    }
     for hash in [&remote.images, &remote.labels] {
         if !protocol::is_hash(hash) {
             return Err(format!("dataset file {hash:?} is not a content hash"));
