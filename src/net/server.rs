@@ -77,7 +77,7 @@ impl Default for Limits {
             max_message_bytes: 1024 * 1024,
             max_upload_bytes: 512 * MIB,
             max_cache_bytes: 2048 * MIB,
-            max_dataset_bytes: 1024 * MIB,
+            max_dataset_bytes: 512 * MIB,
             max_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
