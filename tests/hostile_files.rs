@@ -247,3 +247,18 @@ fn non_finite_numbers_are_refused_on_save_and_reported_on_load() {
     let error = load(&value).expect_err("inf in a column");
     assert!(error.contains("edited.json") && error.contains("non-finite"), "{error}");
 }
+
+#[test]
+fn sessions_with_and_without_column_checksums_load_to_the_same_figures() {
+    // Version 1 files gained an optional `crc32` per column; both forms are fixtures.
+    let plain = Session::load(&common::fixture("sessions/v1.json")).expect("v1 without checksums");
+    let checked = Session::load(&common::fixture("sessions/v1-checksums.json")).expect("v1 with checksums");
+    assert_eq!(plain, checked);
+    let text = std::fs::read_to_string(common::fixture("sessions/v1-checksums.json")).expect("read");
+    let mut value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let crc = value.pointer_mut("/runs/0/trace/exits/0/top_probs/crc32").expect("a checksum");
+    *crc = serde_json::json!(crc.as_u64().expect("number") ^ 1);
+    let error =
+        Session::from_json(&value.to_string(), &common::fixture("sessions/v1-checksums.json")).expect_err("damaged");
+    assert!(error.to_string().contains("damaged"), "{error}");
+}
