@@ -461,6 +461,56 @@ fn a_silent_runner_is_a_clear_error_within_the_deadline_and_cancel_is_honoured()
     assert!(error.contains("cancelled"), "{error}");
 }
 
+/// A runner that knows the token (a compromised device) and answers a job with results whose columns claim
+/// `claimed` values.
+fn lying_runner(claimed: u64, partial: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let _ = frame::read_preamble(&mut stream);
+        let _ = frame::write_preamble(&mut stream);
+        let Ok(keys) = secure::server_handshake(&mut stream, TOKEN, PROTOCOL_VERSION) else { return };
+        let mut writer = SecureWriter::new(stream.try_clone().expect("clone"), keys.clone());
+        let mut reader = SecureReader::new(stream, keys);
+        let mut reply = |value: serde_json::Value| {
+            frame::write_frame(&mut writer, &Frame::Message(serde_json::to_vec(&value).expect("json"))).is_ok()
+        };
+        let session: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(common::fixture("sessions/v1.json")).expect("fixture"))
+                .expect("json");
+        let mut run = session["runs"][0].clone();
+        run["trace"]["exits"][0]["top_probs"]["len"] = serde_json::json!(claimed);
+        while let Ok(Frame::Message(bytes)) = frame::read_frame(&mut reader, 1 << 20) {
+            let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let sent = match message["type"].as_str() {
+                Some("Hello") => reply(serde_json::json!({"type": "Welcome", "runner": "liar",
+                    "device": edgescope::runtime::DeviceRecord::this_machine()})),
+                Some("Offer") => reply(serde_json::json!({"type": "Need", "hashes": []})),
+                Some("Run") if partial => {
+                    reply(serde_json::json!({"type": "Partial", "first_sample": 0, "samples": run}))
+                }
+                Some("Run") => reply(serde_json::json!({"type": "TraceResult", "run": run})),
+                _ => true,
+            };
+            if !sent {
+                break;
+            }
+        }
+    });
+    address
+}
+
+#[test]
+fn a_runner_with_the_token_that_lies_about_sizes_cannot_crash_the_client() {
+    for (claimed, partial) in [(1u64 << 40, false), (1 << 61, false), (u64::MAX, false), (1 << 40, true)] {
+        let address = lying_runner(claimed, partial);
+        let mut client = RemoteRunner::new(&address, TOKEN.to_vec());
+        let error = client.run(&quick_job(), &mut |_| {}, &CancelToken::new()).expect_err("lies").to_string();
+        assert!(error.contains(&address) && error.contains("corrupt"), "{claimed} (partial {partial}): {error}");
+    }
+}
+
 #[test]
 fn old_and_new_protocol_peers_get_a_message_naming_both_versions() {
     // A v1 runner (it sends its preamble and waits for Hello in the clear).
