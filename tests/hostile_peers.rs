@@ -241,6 +241,22 @@ fn uploads_past_the_quota_are_refused_and_the_cache_stays_under_its_cap() {
     assert!(!names.contains(&stored[0]) && names.contains(&stored[2]), "the oldest went first: {names:?}");
 }
 
+#[test]
+fn clients_beyond_the_cap_are_denied_and_a_slot_frees_when_one_leaves() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = start_runner(cache.path(), Limits { max_clients: 1, ..Limits::default() });
+    let first = authenticate(server.address);
+    let error = RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec()).device().expect_err("over the cap");
+    assert!(error.to_string().contains("at most 1 clients") && error.to_string().contains("--max-clients"), "{error}");
+    drop(first);
+    let started = Instant::now();
+    while RemoteRunner::new(&server.address.to_string(), TOKEN.to_vec()).device().is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the slot was not given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.clients() <= 1 && server.pending() <= 1);
+}
+
 /// VmHWM (peak resident memory) of a process, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
