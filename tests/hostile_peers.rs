@@ -176,6 +176,7 @@ fn a_capture_of_a_real_job_holds_no_plaintext_and_a_relay_gets_no_session() {
 fn authenticate(address: std::net::SocketAddr) -> (SecureWriter<TcpStream>, SecureReader<TcpStream>) {
     let mut stream = TcpStream::connect(address).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    stream.set_write_timeout(Some(Duration::from_secs(20))).expect("timeout");
     frame::write_preamble(&mut stream).expect("preamble");
     frame::read_preamble(&mut stream).expect("preamble");
     let keys = secure::client_handshake(&mut stream, TOKEN, PROTOCOL_VERSION).expect("handshake");
@@ -239,6 +240,36 @@ fn uploads_past_the_quota_are_refused_and_the_cache_stays_under_its_cap() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(!names.contains(&stored[0]) && names.contains(&stored[2]), "the oldest went first: {names:?}");
+}
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_at_the_write_timeout() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let limits = Limits { write_timeout_ms: 1_000, idle_timeout_ms: 120_000, ..Limits::default() };
+    let server = start_runner(cache.path(), limits);
+    let (writer, reader) = authenticate(server.address);
+    assert_eq!(server.clients(), 1);
+    // Offers of 64 uncached files, each answered with a 4 KB Need the client never reads: the runner's writes
+    // back up once the socket buffers are full.
+    let files: Vec<FileOffer> = (0..64u8).map(|i| FileOffer { hash: hex::encode([i; 32]), size: 1 }).collect();
+    let offer = serde_json::to_vec(&ClientMessage::Offer { files }).expect("json");
+    let flooder = std::thread::spawn(move || {
+        let mut writer = writer;
+        for _ in 0..20_000 {
+            if frame::write_frame(&mut writer, &Frame::Message(offer.clone())).is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    let started = Instant::now();
+    while server.clients() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the runner still serves a client that stopped reading");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("a client that stopped reading was dropped {:?} after it started flooding", started.elapsed());
+    drop(reader);
+    drop(flooder.join().expect("flooder"));
 }
 
 #[test]
