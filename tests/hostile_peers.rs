@@ -559,6 +559,76 @@ fn a_runner_with_the_token_that_lies_about_sizes_cannot_crash_the_client() {
 }
 
 #[test]
+fn cancel_ends_an_upload_blocked_on_a_runner_that_stopped_reading() {
+    // A 78 MB dataset: far more than the socket buffers hold, so the upload blocks when the runner stops
+    // reading.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let samples = 100_000usize;
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({samples}, 28, 28), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut images = b"\x93NUMPY\x01\x00".to_vec();
+    images.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    images.extend_from_slice(header.as_bytes());
+    images.extend((0..samples * 784).map(|i| (i * 7 % 251) as u8));
+    std::fs::write(dir.path().join("images.npy"), &images).expect("images");
+    let mut labels = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({samples},), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    labels.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    labels.extend_from_slice(header.as_bytes());
+    labels.extend((0..samples).flat_map(|i| ((i % 10) as i64).to_le_bytes()));
+    std::fs::write(dir.path().join("labels.npy"), &labels).expect("labels");
+    let mut job = quick_job();
+    job.dataset = Arc::new(edgescope::data::Dataset::open(&dir.path().join("images.npy")).expect("dataset"));
+
+    // A runner with the token that asks for every file, then never reads again.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let _ = frame::read_preamble(&mut stream);
+        let _ = frame::write_preamble(&mut stream);
+        let Ok(keys) = secure::server_handshake(&mut stream, TOKEN, PROTOCOL_VERSION) else { return };
+        let mut writer = SecureWriter::new(stream.try_clone().expect("clone"), keys.clone());
+        let mut reader = SecureReader::new(stream, keys);
+        let mut reply = |value: serde_json::Value| {
+            let _ = frame::write_frame(&mut writer, &Frame::Message(serde_json::to_vec(&value).expect("json")));
+        };
+        let _ = frame::read_frame(&mut reader, 1 << 20);
+        reply(
+            serde_json::json!({"type": "Welcome", "runner": "stuck", "device": edgescope::runtime::DeviceRecord::this_machine()}),
+        );
+        if let Ok(Frame::Message(bytes)) = frame::read_frame(&mut reader, 1 << 20) {
+            let offer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let hashes: Vec<serde_json::Value> =
+                offer["files"].as_array().into_iter().flatten().map(|f| f["hash"].clone()).collect();
+            reply(serde_json::json!({"type": "Need", "hashes": hashes}));
+        }
+        // Stop reading; keep the socket open for a while.
+        std::thread::sleep(Duration::from_secs(20));
+        drop(reader);
+    });
+    let cancel = CancelToken::new();
+    let canceller = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        canceller.cancel();
+    });
+    let started = Instant::now();
+    let error =
+        RemoteRunner::new(&address, TOKEN.to_vec()).run(&job, &mut |_| {}, &cancel).expect_err("cancelled").to_string();
+    let elapsed = started.elapsed();
+    assert!(error.contains("cancelled while uploading"), "{error}");
+    assert!(elapsed < Duration::from_secs(5), "cancel took {elapsed:?} (the write timeout is 15 s)");
+}
+
+#[test]
 fn old_and_new_protocol_peers_get_a_message_naming_both_versions() {
     // A v1 runner (it sends its preamble and waits for Hello in the clear).
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -252,6 +252,19 @@ impl RemoteRunner {
             RunnerMessage::Failed { error } => return Err(self.remote(error)),
             other => return Err(self.remote(format!("answered {} to the file offer", name_of(&other)))),
         };
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        // A write blocked on a runner that stopped reading would only end at the write timeout: a cancel closes
+        // the socket instead, which ends it at once.
+        let _watcher = CancelWatcher::start(&connection.stream, cancel);
+        let io = |e: std::io::Error| {
+            if cancel.is_cancelled() {
+                self.remote("cancelled while uploading; nothing was measured")
+            } else {
+                self.remote(format!("connection failed while uploading ({e})"))
+            }
+        };
         for hash in hashes {
             let Some((path, offer)) = files.iter().find(|(_, o)| o.hash == hash) else {
                 return Err(self.remote(format!("asked for a file it was not offered ({hash})")));
@@ -281,13 +294,48 @@ impl RemoteRunner {
                 frame::write_frame(&mut connection.writer, &Frame::Data(chunk[..read].to_vec())).map_err(io)?;
                 sent += read as u64;
             }
-            match self.expect_reply(connection, cancel, "an upload")? {
+            let reply = self.expect_reply(connection, cancel, "an upload").map_err(|e| {
+                if cancel.is_cancelled() { self.remote("cancelled while uploading; nothing was measured") } else { e }
+            })?;
+            match reply {
                 RunnerMessage::Stored { .. } => {}
                 RunnerMessage::Failed { error } => return Err(self.remote(error)),
                 other => return Err(self.remote(format!("answered {} to an upload", name_of(&other)))),
             }
         }
         Ok(())
+    }
+}
+
+/// Closes a connection's socket when the cancel token is set, until dropped (uploads only: a running job is
+/// cancelled by message, so the runner can answer with what it measured).
+struct CancelWatcher {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CancelWatcher {
+    fn start(stream: &TcpStream, cancel: &CancelToken) -> Option<Self> {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stream, cancel, finished) = (stream.try_clone().ok()?, cancel.clone(), std::sync::Arc::clone(&done));
+        std::thread::Builder::new()
+            .name("edgescope-remote-cancel".into())
+            .spawn(move || {
+                while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    if cancel.is_cancelled() {
+                        let _ = stream.shutdown(Shutdown::Both);
+                        break;
+                    }
+                    std::thread::sleep(POLL);
+                }
+            })
+            .ok()?;
+        Some(Self { done })
+    }
+}
+
+impl Drop for CancelWatcher {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
