@@ -8,14 +8,15 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use edgescope::net::frame::{self, Frame};
-use edgescope::net::protocol::{self, ClientMessage, RunnerMessage};
+use edgescope::net::protocol::{ClientMessage, RunnerMessage};
+use edgescope::net::secure::{self, SecureReader, SecureWriter};
 use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig, ServerHandle};
 use edgescope::runtime::{CancelToken, RunMode, Runner};
 
 const TOKEN: &[u8] = b"test-token-0123456789abcdef";
 
 fn start_runner(cache: &std::path::Path) -> ServerHandle {
-    let config = ServerConfig { token: TOKEN.to_vec(), cache_dir: cache.to_path_buf() };
+    let config = ServerConfig::new(TOKEN.to_vec(), cache.to_path_buf());
     RunnerServer::bind("127.0.0.1:0", config).expect("bind loopback").spawn().expect("serve")
 }
 
@@ -37,17 +38,23 @@ fn files_are_cached_by_content_and_not_sent_twice() {
     let mut job = common::job("tiny_ee.toml", "fmnist500", RunMode::Trace);
     job.settings.limit = Some(20);
     common::trace(&mut runner, &job);
-    let cached: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).collect();
-    assert_eq!(cached.len(), 4, "two segments, images and labels");
-    let modified: Vec<_> = cached.iter().map(|e| e.metadata().and_then(|m| m.modified()).ok()).collect();
+    let cached = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).count();
+    assert_eq!(cached, 4, "two segments, images and labels");
+    // An upload lands as a new file (a temporary file renamed into place), so the same inodes mean nothing
+    // was sent again (modification times change: they order the cache's least-recently-used eviction).
+    use std::os::unix::fs::MetadataExt;
+    let inodes = |dir: &std::path::Path| -> Vec<u64> {
+        let mut inodes: Vec<u64> = std::fs::read_dir(dir)
+            .expect("cache")
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok().map(|m| m.ino()))
+            .collect();
+        inodes.sort_unstable();
+        inodes
+    };
+    let before = inodes(cache.path());
     common::trace(&mut runner, &job);
-    let again: Vec<_> = std::fs::read_dir(cache.path())
-        .expect("cache")
-        .filter_map(Result::ok)
-        .map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .collect();
-    assert_eq!(modified.len(), again.len());
-    assert!(again.iter().all(|m| modified.contains(m)), "nothing was re-uploaded");
+    assert_eq!(inodes(cache.path()), before, "nothing was re-uploaded");
 }
 
 #[test]
@@ -83,24 +90,28 @@ fn garbage_and_oversized_frames_do_not_hurt_the_runner() {
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let version = frame::read_preamble(&mut stream).expect("runner preamble");
     assert_eq!(version, frame::PROTOCOL_VERSION);
-    // A client that authenticates, starts an upload and disconnects half-way: nothing lands in the cache.
+    // A client that authenticates, is asked for a file, starts its upload and disconnects half-way: nothing
+    // lands in the cache.
     let mut stream = TcpStream::connect(server.address).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     frame::write_preamble(&mut stream).expect("preamble");
     let _ = frame::read_preamble(&mut stream).expect("runner preamble");
-    let send = |stream: &mut TcpStream, message: &ClientMessage| {
-        frame::write_frame(stream, &Frame::Message(serde_json::to_vec(message).expect("json"))).expect("send")
+    let keys = secure::client_handshake(&mut stream, TOKEN, frame::PROTOCOL_VERSION).expect("handshake");
+    let mut writer = SecureWriter::new(stream.try_clone().expect("clone"), keys.clone());
+    let mut reader = SecureReader::new(stream.try_clone().expect("clone"), keys);
+    let mut send = |message: &ClientMessage| {
+        frame::write_frame(&mut writer, &Frame::Message(serde_json::to_vec(message).expect("json"))).expect("send")
     };
-    send(&mut stream, &ClientMessage::Hello { client: "test".into() });
-    let Frame::Message(bytes) = frame::read_frame(&mut stream, 1 << 16).expect("challenge") else { panic!("message") };
-    let Ok(RunnerMessage::Challenge { nonce }) = serde_json::from_slice(&bytes) else { panic!("challenge") };
-    let mac = protocol::auth_mac(TOKEN, &hex::decode(nonce).expect("hex"));
-    send(&mut stream, &ClientMessage::Auth { mac });
-    let Frame::Message(bytes) = frame::read_frame(&mut stream, 1 << 20).expect("welcome") else { panic!("message") };
+    send(&ClientMessage::Hello { client: "test".into() });
+    let Frame::Message(bytes) = frame::read_frame(&mut reader, 1 << 20).expect("welcome") else { panic!("message") };
     assert!(matches!(serde_json::from_slice(&bytes), Ok(RunnerMessage::Welcome { .. })));
-    send(&mut stream, &ClientMessage::Upload { hash: "ab".repeat(32), size: 1000 });
-    frame::write_frame(&mut stream, &Frame::Data(vec![1; 100])).expect("first chunk");
-    drop(stream);
+    let hash = "ab".repeat(32);
+    send(&ClientMessage::Offer { files: vec![edgescope::net::protocol::FileOffer { hash: hash.clone(), size: 1000 }] });
+    let Frame::Message(bytes) = frame::read_frame(&mut reader, 1 << 20).expect("need") else { panic!("message") };
+    assert!(matches!(serde_json::from_slice(&bytes), Ok(RunnerMessage::Need { .. })));
+    send(&ClientMessage::Upload { hash, size: 1000 });
+    frame::write_frame(&mut writer, &Frame::Data(vec![1; 100])).expect("first chunk");
+    drop((writer, reader, stream));
     std::thread::sleep(Duration::from_millis(300));
     let leftovers: Vec<_> = std::fs::read_dir(cache.path()).expect("cache").filter_map(Result::ok).collect();
     assert!(leftovers.is_empty(), "a broken upload leaves nothing in the cache: {leftovers:?}");

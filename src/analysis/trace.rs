@@ -149,10 +149,13 @@ impl Trace {
         }
         let mut last_segment = 0;
         for (index, exit) in self.exits.iter().enumerate() {
+            // `n * top_k` is checked: both come from files and peers.
+            let values = n.checked_mul(exit.top_k);
             if exit.top_k == 0
+                || exit.top_k > MAX_TOP_K
                 || exit.len() != n
-                || exit.top_classes.len() != n * exit.top_k
-                || exit.top_probs.len() != n * exit.top_k
+                || values != Some(exit.top_classes.len())
+                || values != Some(exit.top_probs.len())
             {
                 return Err(format!("exit {index} does not match the sample count"));
             }

@@ -14,16 +14,23 @@ fn idx_header(path: &Path, bytes: &[u8]) -> Result<(u8, Vec<usize>, usize), Data
     if bytes.len() < offset {
         return Err(invalid(path, "truncated IDX header"));
     }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        bytes[4..offset].chunks_exact(4).map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize).collect();
+    if dims.contains(&0) {
+        return Err(invalid(
+            path,
+            format!("IDX header has a zero dimension {dims:?}; an empty dataset cannot be used"),
+        ));
+    }
     if code != 0x08 {
         return Err(invalid(
             path,
             format!("IDX element type 0x{code:02x} is not supported (only unsigned bytes, 0x08)"),
         ));
     }
-    let expected: usize = dims.iter().product();
+    let expected = dims.iter().try_fold(1usize, |product, &d| product.checked_mul(d)).ok_or_else(|| {
+        invalid(path, format!("IDX header dimensions {dims:?} multiply past what memory can hold; the file is corrupt"))
+    })?;
     if bytes.len() - offset != expected {
         return Err(invalid(
             path,
@@ -60,9 +67,69 @@ pub(super) fn read_idx_labels(path: &Path) -> Result<Vec<u32>, DataError> {
     Ok(bytes[offset..].iter().map(|&b| u32::from(b)).collect())
 }
 
+/// The shape an NPY header claims, read before npyz sees it (npyz multiplies the dimensions unchecked, which
+/// panics or wraps on a forged header). `None` when the header is not readable here; npyz then reports why.
+fn npy_claimed_shape(bytes: &[u8]) -> Option<Vec<u64>> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (start, length): (usize, usize) = if bytes[6] == 1 {
+        (10, usize::from(u16::from_le_bytes([bytes[8], bytes[9]])))
+    } else {
+        let length = u32::from_le_bytes([bytes[8], bytes[9], *bytes.get(10)?, *bytes.get(11)?]);
+        (12, usize::try_from(length).ok()?)
+    };
+    let header = std::str::from_utf8(bytes.get(start..start.checked_add(length)?)?).ok()?;
+    let after = &header[header.find("'shape'").or_else(|| header.find("\"shape\""))?..];
+    let open = after.find('(')?;
+    let close = after[open..].find(')')? + open;
+    after[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse::<u64>().ok())
+        .collect()
+}
+
 fn open_npy(path: &Path) -> Result<npyz::NpyFile<std::io::Cursor<Vec<u8>>>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    npyz::NpyFile::new(std::io::Cursor::new(bytes)).map_err(|e| invalid(path, format!("not a valid NPY file ({e})")))
+    let file_bytes = bytes.len() as u64;
+    if let Some(shape) = npy_claimed_shape(&bytes)
+        && shape.iter().try_fold(1u64, |product, &d| product.checked_mul(d)).is_none_or(|n| n > file_bytes)
+    {
+        return Err(invalid(
+            path,
+            format!(
+                "NPY shape {shape:?} needs more bytes than the file holds ({file_bytes}); it is truncated or corrupt"
+            ),
+        ));
+    }
+    let npy = npyz::NpyFile::new(std::io::Cursor::new(bytes))
+        .map_err(|e| invalid(path, format!("not a valid NPY file ({e})")))?;
+    // The shape is the file's claim: check it against the bytes really there before anything is allocated
+    // for it (npyz sizes its output from the shape).
+    let shape = npy.shape().to_vec();
+    if shape.contains(&0) {
+        return Err(invalid(
+            path,
+            format!("NPY shape {shape:?} has a zero dimension; an empty dataset cannot be used"),
+        ));
+    }
+    let item_bytes = match npy.dtype() {
+        npyz::DType::Plain(ts) => ts.size_field(),
+        other => return Err(invalid(path, format!("unsupported NPY dtype {}", other.descr()))),
+    };
+    let data_bytes = shape
+        .iter()
+        .try_fold(item_bytes.max(1), |product, &d| product.checked_mul(d))
+        .filter(|&total| total <= file_bytes)
+        .ok_or_else(|| {
+            invalid(path, format!("NPY shape {shape:?} needs more bytes than the file holds ({file_bytes}); it is truncated or corrupt"))
+        })?;
+    if usize::try_from(data_bytes).is_err() {
+        return Err(invalid(path, "the array does not fit in memory on this machine"));
+    }
+    Ok(npy)
 }
 
 fn npy_type(path: &Path, npy: &npyz::NpyFile<std::io::Cursor<Vec<u8>>>) -> Result<(npyz::TypeChar, u64), DataError> {
@@ -84,7 +151,9 @@ pub(super) fn read_npy_images(path: &Path) -> Result<(Images, usize), DataError>
         [n, h, w, c] if *c == 1 || *c == 3 => (*n, *h, *w, *c),
         _ => return Err(invalid(path, format!("NPY images need shape (N, H, W) or (N, H, W, C), found {shape:?}"))),
     };
-    let (height, width) = (height as u32, width as u32);
+    let (Ok(height), Ok(width)) = (u32::try_from(height), u32::try_from(width)) else {
+        return Err(invalid(path, format!("NPY images of {height} x {width} pixels are too large")));
+    };
     let corrupt =
         |e: std::io::Error| invalid(path, format!("cannot read the array data ({e}); the file may be truncated"));
     let images = match npy_type(path, &npy)? {

@@ -496,14 +496,44 @@ pub fn parse_spec(path: &Path, text: &str) -> Result<DatasetSpec, DataError> {
     toml::from_str(text).map_err(|e| invalid(path, format!("dataset spec error: {e}")))
 }
 
-/// Reads a whole file, transparently gunzipping it when it starts with the gzip magic.
+/// Default cap on a gzip file's decompressed size (4 GiB; a runner sets its own, `--max-dataset-mib`).
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
+
+static MAX_DECOMPRESSED_BYTES: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(DEFAULT_MAX_DECOMPRESSED_BYTES);
+
+/// Sets, for the whole process, the most bytes a gzip dataset file may expand to (a 1 MB file can otherwise
+/// claim gigabytes of memory). The runner sets it from its limits.
+pub fn set_max_decompressed_bytes(bytes: u64) {
+    MAX_DECOMPRESSED_BYTES.store(bytes, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The current cap on a gzip file's decompressed size.
+pub fn max_decompressed_bytes() -> u64 {
+    MAX_DECOMPRESSED_BYTES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Reads a whole file, transparently gunzipping it when it starts with the gzip magic; the decompressed size
+/// is capped by [`max_decompressed_bytes`], and memory grows only as data really decompresses.
 pub(crate) fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
+        let cap = max_decompressed_bytes();
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .take(cap.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| invalid(path, format!("corrupt gzip data ({e}); download the file again")))?;
+        if out.len() as u64 > cap {
+            return Err(invalid(
+                path,
+                format!(
+                    "expands to more than {} MiB when decompressed, over this process's limit; on a runner raise \
+                     --max-dataset-mib, or split the dataset",
+                    cap >> 20
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)

@@ -347,7 +347,20 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError>
     let mut external_files = std::collections::BTreeSet::new();
     let mut parameter_count = 0u64;
     for tensor in &graph.initializer {
-        parameter_count += tensor.dims.iter().map(|&d| d.max(0) as u64).product::<u64>();
+        // Dimensions are the file's claim: multiply with checks, so a forged header is an error, not a panic.
+        let elements = tensor
+            .dims
+            .iter()
+            .try_fold(1u64, |product, &d| u64::try_from(d).ok().and_then(|d| product.checked_mul(d)))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "initializer {:?} has dimensions {:?} that are negative or multiply past 2^64; the file is corrupt",
+                    tensor.name, tensor.dims
+                ))
+            })?;
+        parameter_count = parameter_count.checked_add(elements).ok_or_else(|| {
+            corrupt("its initializers hold more than 2^64 values together; the file is corrupt".into())
+        })?;
         if let Some(location) = tensor.external_data.iter().find(|e| e.key == "location") {
             external_files.insert(location.value.clone());
         }
@@ -355,11 +368,22 @@ pub fn inspect_bytes(path: &Path, bytes: &[u8]) -> Result<ModelInfo, ModelError>
     let directory = path.parent().unwrap_or(Path::new("."));
     let mut size_bytes = bytes.len() as u64;
     for file in &external_files {
+        // External data must sit beside the model: a location climbing out of its folder is refused.
+        let relative = Path::new(file);
+        if relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            return Err(corrupt(format!(
+                "its weights point outside the model's folder ({file:?}); refusing to read them"
+            )));
+        }
         let external = directory.join(file);
         let metadata = std::fs::metadata(&external).map_err(|_| {
             corrupt(format!("its weights live in {}, which is missing; keep it beside the model", external.display()))
         })?;
-        size_bytes += metadata.len();
+        size_bytes = size_bytes.saturating_add(metadata.len());
     }
 
     let mut op_histogram = BTreeMap::new();

@@ -2,22 +2,21 @@
 //!
 //! A connection starts with a preamble in each direction: the magic bytes `ESRP` and the protocol version
 //! (u16, big endian). These six bytes never change, so peers of different versions can always tell each other
-//! apart and say so. After it, every frame is `kind: u8`, `length: u32` (big endian), then `length` bytes:
-//! kind 0 is a JSON message, kind 1 raw data (file uploads). A frame longer than the reader's cap is refused
-//! before anything is allocated.
+//! apart and say so. Then comes the secure channel (`secure.rs`), and inside it every frame is `kind: u8`,
+//! `length: u32` (big endian), then `length` bytes: kind 0 is a JSON message, kind 1 raw data (file uploads).
+//! A frame longer than the reader's cap is refused before anything is allocated, and a frame's buffer grows
+//! only as its bytes really arrive.
 
 use std::io::{Read, Write};
 
 /// First bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"ESRP";
-/// Protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Largest frame accepted before a peer has authenticated.
-pub const MAX_FRAME_BEFORE_AUTH: u32 = 64 * 1024;
-/// Largest JSON message after authentication (a 50 000-sample trace in compact columns fits easily).
+/// Protocol version this build speaks (2: Noise channel keyed by the token; 1: HMAC challenge, plaintext).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Largest frame a client accepts from a runner (a 50 000-sample trace in compact columns fits easily).
 pub const MAX_MESSAGE_BYTES: u32 = 256 * 1024 * 1024;
-/// Size of the data frames a file is uploaded in.
-pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Size of the data frames a file is uploaded in (the runner refuses larger ones).
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 const KIND_MESSAGE: u8 = 0;
 const KIND_DATA: u8 = 1;
@@ -97,8 +96,12 @@ pub fn read_frame(reader: &mut impl Read, cap: u32) -> Result<Frame, WireError> 
     if length > cap {
         return Err(WireError::TooLarge { length, cap });
     }
-    let mut payload = vec![0u8; length as usize];
-    reader.read_exact(&mut payload)?;
+    // Grow with the bytes that really arrive, never to what the header announced.
+    let mut payload = Vec::with_capacity((length as usize).min(64 * 1024));
+    Read::take(&mut *reader, u64::from(length)).read_to_end(&mut payload)?;
+    if payload.len() != length as usize {
+        return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(if header[0] == KIND_MESSAGE { Frame::Message(payload) } else { Frame::Data(payload) })
 }
 
@@ -115,7 +118,7 @@ pub fn decode_frame(buffer: &[u8], cap: u32) -> Result<Option<(Frame, usize)>, W
     if length > cap {
         return Err(WireError::TooLarge { length, cap });
     }
-    let end = 5 + length as usize;
+    let end = (length as usize).checked_add(5).ok_or(WireError::TooLarge { length, cap })?;
     if buffer.len() < end {
         return Ok(None);
     }

@@ -4,7 +4,8 @@
 pub mod client;
 pub mod frame;
 pub mod protocol;
+pub mod secure;
 pub mod server;
 
 pub use client::RemoteRunner;
-pub use server::{RunnerServer, ServerConfig, ServerHandle};
+pub use server::{Limits, RunnerServer, ServerConfig, ServerHandle};

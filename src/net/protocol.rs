@@ -1,28 +1,28 @@
-//! Messages of the runner protocol (version 1), their JSON encoding, authentication and content hashes.
+//! Messages of the runner protocol (version 2), their JSON encoding, tokens and content hashes.
 //!
 //! ```text
 //! client                                  runner
 //!   preamble (ESRP, version)  ─────────►
 //!                             ◄─────────  preamble (ESRP, version)
+//!   Noise NNpsk0 message 1    ─────────►  (keyed by the token: see secure.rs)
+//!                             ◄─────────  Noise message 2 | empty record (wrong token, then close)
+//!   -- every frame below is encrypted and authenticated --
 //!   Hello                     ─────────►
-//!                             ◄─────────  Challenge { nonce }
-//!   Auth { mac = HMAC-SHA256(token, context || nonce) }
-//!                             ◄─────────  Welcome { device } | Denied { reason }
+//!                             ◄─────────  Welcome { device } | Denied { reason } (then close)
 //!   Offer { files by SHA-256 } ────────►
-//!                             ◄─────────  Need { hashes not in the runner's cache }
-//!   Upload { hash, size } + data frames ►
+//!                             ◄─────────  Need { hashes not in the runner's cache } | Failed (over quota)
+//!   Upload { hash, size } + data frames ►  (only hashes the runner asked for, at the offered size)
 //!                             ◄─────────  Stored { hash } | Failed
 //!   Run { job }               ─────────►
 //!                             ◄─────────  Event* , then TraceResult | DynamicResult | Failed | Busy
 //!                             ◄─────────  Partial { samples so far } (every few hundred samples), Heartbeat
 //!   Cancel (any time during a run) ─────►
 //! ```
-//! The token never crosses the wire: only the MAC of a fresh random challenge does.
+//! The token never crosses the wire; both sides prove they know it by completing the handshake.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -30,9 +30,6 @@ use crate::data::{DatasetKind, Preprocess};
 use crate::model::Manifest;
 use crate::runtime::{DeviceRecord, RunEvent, RunMode, RunSettings};
 use crate::session::{StoredDynamicRun, StoredTraceRun};
-
-/// Domain separation for the authentication MAC.
-const AUTH_CONTEXT: &[u8] = b"edgescope-runner-auth-v1";
 
 /// A file the client can send, by content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,15 +74,10 @@ pub struct RemoteJob {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum ClientMessage {
-    /// First message.
+    /// First encrypted message: proves to the runner that the client holds the session keys.
     Hello {
         /// Client name and version.
         client: String,
-    },
-    /// The answer to the challenge.
-    Auth {
-        /// HMAC-SHA256 of the challenge, hex.
-        mac: String,
     },
     /// Files the job needs.
     Offer {
@@ -112,11 +104,6 @@ pub enum ClientMessage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum RunnerMessage {
-    /// A random challenge to authenticate against.
-    Challenge {
-        /// 32 random bytes, hex.
-        nonce: String,
-    },
     /// Authenticated.
     Welcome {
         /// The runner's name and version.
@@ -175,32 +162,6 @@ pub enum RunnerMessage {
     },
 }
 
-/// HMAC-SHA256 of `nonce` under `token`, hex.
-pub fn auth_mac(token: &[u8], nonce: &[u8]) -> String {
-    hex::encode(mac_of(token, nonce).finalize().into_bytes())
-}
-
-fn mac_of(token: &[u8], nonce: &[u8]) -> hmac::Hmac<Sha256> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(token).unwrap_or_else(|_| unreachable!());
-    mac.update(AUTH_CONTEXT);
-    mac.update(nonce);
-    mac
-}
-
-/// Checks a MAC in constant time.
-pub fn verify_mac(token: &[u8], nonce: &[u8], mac_hex: &str) -> bool {
-    let Ok(mac) = hex::decode(mac_hex) else { return false };
-    mac_of(token, nonce).verify_slice(&mac).is_ok()
-}
-
-/// A fresh random challenge.
-pub fn new_nonce() -> Result<[u8; 32], String> {
-    let mut nonce = [0u8; 32];
-    getrandom::fill(&mut nonce).map_err(|e| format!("no system randomness: {e}"))?;
-    Ok(nonce)
-}
-
 /// SHA-256 of a file, hex, and its size.
 pub fn hash_file(path: &std::path::Path) -> std::io::Result<FileOffer> {
     let mut file = std::fs::File::open(path)?;
@@ -230,7 +191,8 @@ pub fn read_token(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let token = text.trim();
     if token.len() < 16 {
         return Err(format!(
-            "the token in {} is shorter than 16 characters; write a long random one (e.g. `openssl rand -hex 32`)",
+            "the token in {} is shorter than 16 characters; write a long random one (e.g. `openssl rand -hex 32 > {}`)",
+            path.display(),
             path.display()
         ));
     }
@@ -250,15 +212,6 @@ pub fn default_cache_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_verify_only_with_the_right_token_and_nonce() {
-        let mac = auth_mac(b"a long secret token", b"nonce");
-        assert!(verify_mac(b"a long secret token", b"nonce", &mac));
-        assert!(!verify_mac(b"another secret token", b"nonce", &mac));
-        assert!(!verify_mac(b"a long secret token", b"other", &mac));
-        assert!(!verify_mac(b"a long secret token", b"nonce", "zz"));
-    }
 
     #[test]
     fn hashes_are_checked_before_becoming_file_names() {

@@ -2,6 +2,12 @@
 //!
 //! A 50 000-sample ImageNet trace with 4 exits keeps 16 classes per exit: about 19 MB of numbers before
 //! compression instead of gigabytes of JSON text, and it still loads with any JSON reader.
+//!
+//! Columns come from files and from remote runners, so decoding trusts nothing: the element count is capped
+//! and checked against what the compressed bytes could possibly hold before anything is allocated, memory
+//! grows only as data really decompresses, a CRC-32 of the uncompressed bytes (written since this version;
+//! optional so older files still load) turns any damage into an error instead of a changed figure, and
+//! floating-point columns must hold finite numbers.
 
 use std::io::{Read, Write};
 
@@ -17,7 +23,17 @@ pub struct Column {
     pub len: usize,
     /// Base64 of the deflated little-endian bytes.
     pub data: String,
+    /// CRC-32 (as gzip and PNG use it) of the uncompressed little-endian bytes; absent in files written before
+    /// checksums existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32: Option<u32>,
 }
+
+/// Most elements one column may hold (2^28: a 1 GiB f32 column, e.g. 16.7 million samples x 16 classes).
+pub const MAX_COLUMN_ELEMENTS: usize = 1 << 28;
+/// Deflate cannot expand data by more than this factor (1032:1 in theory), so a column's compressed size
+/// bounds what it can honestly claim.
+const MAX_DEFLATE_RATIO: usize = 1040;
 
 /// Element types a column can hold.
 pub trait ColumnValue: Copy {
@@ -29,10 +45,14 @@ pub trait ColumnValue: Copy {
     fn put(self, out: &mut Vec<u8>);
     /// Reads from exactly `SIZE` little-endian bytes.
     fn get(bytes: &[u8]) -> Self;
+    /// False for NaN and infinities (integers are always finite).
+    fn is_finite(self) -> bool {
+        true
+    }
 }
 
 macro_rules! column_value {
-    ($t:ty, $name:literal) => {
+    ($t:ty, $name:literal $(, $finite:ident)?) => {
         impl ColumnValue for $t {
             const DTYPE: &'static str = $name;
             const SIZE: usize = std::mem::size_of::<$t>();
@@ -44,11 +64,16 @@ macro_rules! column_value {
                 buffer.copy_from_slice(bytes);
                 <$t>::from_le_bytes(buffer)
             }
+            $(
+                fn $finite(self) -> bool {
+                    <$t>::is_finite(self)
+                }
+            )?
         }
     };
 }
 
-column_value!(f32, "f32");
+column_value!(f32, "f32", is_finite);
 column_value!(u16, "u16");
 column_value!(u32, "u32");
 column_value!(u8, "u8");
@@ -67,7 +92,13 @@ impl Column {
             dtype: T::DTYPE.into(),
             len: values.len(),
             data: base64::engine::general_purpose::STANDARD.encode(compressed),
+            crc32: Some(crc32(&bytes)),
         }
+    }
+
+    /// The index of the first non-finite value, if any (for writers that must refuse them).
+    pub fn first_non_finite<T: ColumnValue>(values: &[T]) -> Option<usize> {
+        values.iter().position(|v| !v.is_finite())
     }
 
     /// Decodes into values of type `T`; the error says what is wrong.
@@ -75,11 +106,20 @@ impl Column {
         if self.dtype != T::DTYPE {
             return Err(format!("column holds {} where {} was expected", self.dtype, T::DTYPE));
         }
+        if self.len > MAX_COLUMN_ELEMENTS {
+            return Err(format!("a column claims {} values, more than the {MAX_COLUMN_ELEMENTS} allowed", self.len));
+        }
+        // Base64 holds 3 bytes per 4 characters, and deflate expands at most ~1032:1: a claim beyond what the
+        // text could hold is refused before decoding anything.
+        let expected = self.len.checked_mul(T::SIZE).ok_or("column length overflows")?;
+        let most = (self.data.len() / 4 + 1).saturating_mul(3).saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64);
+        if expected > most {
+            return Err(format!("a column claims {} values but its data could hold at most {} bytes", self.len, most));
+        }
         let compressed = base64::engine::general_purpose::STANDARD
             .decode(&self.data)
             .map_err(|e| format!("bad base64 in a column: {e}"))?;
-        let expected = self.len.checked_mul(T::SIZE).ok_or("column length overflows")?;
-        let mut bytes = Vec::with_capacity(expected);
+        let mut bytes = Vec::with_capacity(expected.min(1 << 20));
         flate2::read::DeflateDecoder::new(compressed.as_slice())
             .take(expected as u64 + 1)
             .read_to_end(&mut bytes)
@@ -87,7 +127,66 @@ impl Column {
         if bytes.len() != expected {
             return Err(format!("column promises {} values but holds {} bytes", self.len, bytes.len()));
         }
-        Ok(bytes.chunks_exact(T::SIZE).map(T::get).collect())
+        if let Some(stored) = self.crc32 {
+            let actual = crc32(&bytes);
+            if actual != stored {
+                return Err(format!(
+                    "a column is damaged (checksum {actual:08x}, stored {stored:08x}); its numbers cannot be trusted"
+                ));
+            }
+        }
+        let values: Vec<T> = bytes.chunks_exact(T::SIZE).map(T::get).collect();
+        if let Some(index) = Self::first_non_finite(&values) {
+            return Err(format!("a column holds a non-finite number (NaN or infinity) at element {index}"));
+        }
+        Ok(values)
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    crc.sum()
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+
+    #[test]
+    fn no_single_bit_flip_in_the_data_changes_a_figure() {
+        let values: Vec<f32> = (0..200).map(|i| i as f32 * 0.37).collect();
+        let column = Column::encode(&values);
+        let raw = base64::engine::general_purpose::STANDARD.decode(&column.data).expect("base64");
+        let (mut refused, mut unchanged) = (0, 0);
+        for bit in 0..raw.len() * 8 {
+            let mut flipped = raw.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let damaged = Column { data: base64::engine::general_purpose::STANDARD.encode(&flipped), ..column.clone() };
+            // Either an error, or (a flip in the padding bits after the deflate stream) the very same values.
+            match damaged.decode::<f32>() {
+                Ok(decoded) => {
+                    assert_eq!(decoded, values, "bit {bit} changed the figures silently");
+                    unchanged += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(refused > 8 * raw.len() - 8 && unchanged < 8, "{refused} refused, {unchanged} unchanged");
+    }
+
+    #[test]
+    fn huge_claims_and_non_finite_values_are_refused_without_allocating() {
+        let mut column = Column::encode(&[1u32, 2, 3]);
+        column.len = 1 << 40;
+        assert!(column.decode::<u32>().expect_err("2^40").contains("more than"));
+        column.len = 1 << 61;
+        assert!(column.decode::<u32>().is_err());
+        column.len = 100_000;
+        assert!(column.decode::<u32>().expect_err("claim").contains("could hold at most"));
+        let nan = Column::encode(&[1.0f32, f32::NAN]);
+        assert!(nan.decode::<f32>().expect_err("nan").contains("non-finite"));
+        assert_eq!(Column::first_non_finite(&[1.0f32, f32::INFINITY]), Some(1));
     }
 }
 

@@ -1,9 +1,14 @@
 //! The session file: what a user saves — datasets, variants, runs per device with their traces, the chosen
 //! policies and view settings. Versioned JSON with large arrays stored as compact columns; written atomically.
 //!
-//! Version history: 1 — first version.
+//! Decoding trusts nothing in the file: columns are capped and checksummed (see `columns.rs`), non-finite
+//! numbers are refused before they are written, and paths resolve against the session's real folder (symlinks
+//! and `..` resolved by the file system), whatever the working directory.
+//!
+//! Version history: 1 — first version (columns gained an optional `crc32` later; files without it still load).
 
 mod columns;
+mod finite;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use columns::Column;
+pub use columns::{Column, MAX_COLUMN_ELEMENTS};
 
 use crate::analysis::policy::Policy;
 use crate::analysis::trace::{ExitTrace, Trace};
@@ -42,6 +47,14 @@ pub enum SessionError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// A number JSON cannot hold (NaN, infinity) would be written.
+    #[error("cannot save {}: {location} is not a finite number (NaN or infinity), which a session cannot hold; use a finite value (a threshold of 1e9 instead of inf)", path.display())]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// Where the number sits.
+        location: String,
     },
     /// Written by a newer edgescope.
     #[error("{} is session version {found}, newer than this edgescope reads (up to {supported}); update edgescope to open it", path.display())]
@@ -284,9 +297,11 @@ impl Session {
             });
         }
         // Version 1 is the only one so far; older versions would be migrated here.
+        if version == 0 {
+            return Err(corrupt("it claims version 0, which never existed".into()));
+        }
         let file: SessionFileV1 = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
-        let directory = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        file.into_session(&directory).map_err(corrupt)
+        file.into_session(&real_directory(path)).map_err(corrupt)
     }
 
     /// Serializes to JSON with paths relative to `directory`.
@@ -296,17 +311,80 @@ impl Session {
         serde_json::to_string_pretty(&file).unwrap_or_default()
     }
 
-    /// Writes the session atomically: a temporary file beside the target, flushed, then renamed over it.
+    /// Where the first number JSON cannot hold sits (NaN, infinity), if any.
+    pub fn first_non_finite(&self) -> Option<String> {
+        for (index, run) in self.runs.iter().enumerate() {
+            let trace = &run.trace;
+            let mut columns: Vec<(String, &[f32])> = vec![("preprocess_us".into(), trace.preprocess_us.as_slice())];
+            for (segment, latency) in trace.segment_latency_us.iter().enumerate() {
+                columns.push((format!("segment_latency_us[{segment}]"), latency.as_slice()));
+            }
+            for (exit, e) in trace.exits.iter().enumerate() {
+                columns.push((format!("exits[{exit}].top_probs"), e.top_probs.as_slice()));
+                columns.push((format!("exits[{exit}].entropy_nats"), e.entropy_nats.as_slice()));
+            }
+            for (name, values) in columns {
+                if let Some(at) = Column::first_non_finite(values) {
+                    return Some(format!("runs[{index}] ({}).trace.{name}[{at}]", run.info.variant));
+                }
+            }
+        }
+        for (index, run) in self.verifications.iter().enumerate() {
+            for (name, values) in [("latency_us", &run.latency_us), ("preprocess_us", &run.preprocess_us)] {
+                if let Some(at) = Column::first_non_finite(values) {
+                    return Some(format!("verifications[{index}] ({}).{name}[{at}]", run.info.variant));
+                }
+            }
+        }
+        // Everything else that holds numbers, walked as it would be written (columns are checked above).
+        #[derive(Serialize)]
+        struct Numbers<'a> {
+            policies: &'a BTreeMap<String, Policy>,
+            view: &'a serde_json::Value,
+            runs: Vec<&'a RunInfo>,
+            verifications: Vec<(&'a RunInfo, Option<&'a Policy>)>,
+            datasets: &'a [DatasetEntry],
+            variants: &'a [VariantEntry],
+        }
+        finite::first_non_finite(&Numbers {
+            policies: &self.policies,
+            view: &self.view,
+            runs: self.runs.iter().map(|r| &r.info).collect(),
+            verifications: self.verifications.iter().map(|v| (&v.info, v.policy.as_ref())).collect(),
+            datasets: &self.datasets,
+            variants: &self.variants,
+        })
+    }
+
+    /// Writes the session atomically: a temporary file beside the target, flushed, then renamed over it. A
+    /// session holding a number JSON cannot represent is refused, so every saved session opens again. When
+    /// `path` is a symlink, the file it points to is replaced and the link kept.
     pub fn save(&self, path: &Path) -> Result<(), SessionError> {
         let io = |source| SessionError::Io { path: path.to_path_buf(), source };
+        if let Some(location) = self.first_non_finite() {
+            return Err(SessionError::NonFinite { path: path.to_path_buf(), location });
+        }
         let directory = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&directory).map_err(io)?;
-        let absolute_directory = std::path::absolute(&directory).map_err(io)?;
-        write_atomically(path, self.to_json(&absolute_directory).as_bytes()).map_err(io)
+        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        write_atomically(&target, self.to_json(&real_directory(path)).as_bytes()).map_err(io)
     }
+}
+
+/// The real folder of a session file: symlinks and `..` resolved by the file system (`a/link/../x` is where
+/// the kernel finds it, not where the text suggests), absolute whatever the working directory.
+fn real_directory(path: &Path) -> PathBuf {
+    if let Some(parent) = std::fs::canonicalize(path).ok().and_then(|real| real.parent().map(Path::to_path_buf)) {
+        return parent;
+    }
+    let parent = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::canonicalize(parent).or_else(|_| std::path::absolute(parent)).unwrap_or_else(|_| parent.to_path_buf())
 }
 
 /// Writes a file atomically: a temporary file in the same folder, flushed to disk, then renamed over the
@@ -486,16 +564,22 @@ impl StoredTrace {
     }
 }
 
+/// `path` relative to the session's real folder; both resolved by the file system where they exist.
 fn relative(path: &Path, directory: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute =
+        std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf());
     pathdiff::diff_paths(&absolute, directory).unwrap_or(absolute)
 }
 
-/// Joins a stored path to the session folder and removes `.` and `..` lexically (no symlink resolution), so a
-/// path that went out relative comes back as it was.
+/// Joins a stored path to the session's real folder. An existing file is resolved by the file system (so `..`
+/// after a symlink goes where the kernel goes); a missing one is normalized lexically, to be reported as it
+/// was written.
 fn resolve(path: &Path, directory: &Path) -> PathBuf {
     use std::path::Component;
     let joined = if path.is_absolute() { path.to_path_buf() } else { directory.join(path) };
+    if let Ok(real) = std::fs::canonicalize(&joined) {
+        return real;
+    }
     let mut normal = PathBuf::new();
     for component in joined.components() {
         match component {
