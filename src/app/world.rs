@@ -286,11 +286,12 @@ impl World {
                 run.info.variant == variant && !self.session.is_calibration_run(run)
             })
             .collect();
-        candidates
-            .iter()
-            .copied()
-            .find(|&i| Some(&self.session.runs[i].info.dataset) == self.run_dataset.as_ref())
-            .or_else(|| candidates.first().copied())
+        // On the dataset in use when there is one; a full, complete trace before a limited or partial one.
+        let rank = |&i: &usize| {
+            let info = &self.session.runs[i].info;
+            (Some(&info.dataset) != self.run_dataset.as_ref(), info.sample_limit().is_some(), !info.complete)
+        };
+        candidates.iter().copied().min_by_key(rank)
     }
 
     /// The run at `index`.

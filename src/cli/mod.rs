@@ -627,7 +627,7 @@ fn report_command(args: &ReportArgs) -> Result<()> {
 }
 
 fn find_run<'a>(session: &'a Session, variant: &str, path: &Path) -> Result<&'a TraceRun> {
-    session.runs.iter().find(|r| r.info.variant == variant && !session.is_calibration_run(r)).ok_or_else(|| {
+    session.primary_run(variant).ok_or_else(|| {
         let names: Vec<&str> = session.runs.iter().map(|r| r.info.variant.as_str()).collect();
         anyhow!("{} has no run of {variant:?}; it has {}", path.display(), names.join(", "))
     })

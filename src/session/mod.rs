@@ -255,6 +255,15 @@ impl Session {
         })
     }
 
+    /// The run of `variant` that stands for it (not a calibration run): a full run before one limited to the
+    /// first N samples, a complete one before an incomplete one, then the first stored.
+    pub fn primary_run(&self, variant: &str) -> Option<&TraceRun> {
+        self.runs
+            .iter()
+            .filter(|r| r.info.variant == variant && !self.is_calibration_run(r))
+            .min_by_key(|r| (r.info.sample_limit().is_some(), !r.info.complete))
+    }
+
     /// True when `run` was made on the calibration dataset.
     pub fn is_calibration_run(&self, run: &TraceRun) -> bool {
         self.calibration_dataset.as_deref() == Some(run.info.dataset.as_str())
