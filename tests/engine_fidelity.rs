@@ -142,7 +142,7 @@ fn unreadable_images_are_skipped_listed_and_left_out_of_every_denominator() {
     assert!(sources.iter().any(|s| s.ends_with("test998_truncated.jpg")), "{sources:?}");
     assert_eq!(run.info.sample_summary(), "30 of 32 samples; 2 skipped");
     // Trace position -> dataset index skips the bad files.
-    let indices = run.info.measured_indices();
+    let indices = run.info.measured_indices(run.trace.len());
     assert_eq!(indices.len(), 30);
     assert!(run.info.skipped.iter().all(|s| !indices.contains(&s.index)));
 }

@@ -710,8 +710,8 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     let covered = run.info.samples_done.max(traced_samples).min(dataset.len());
     let dataset_samples = args.run.limit.unwrap_or(covered).min(covered);
     settings.limit = Some(dataset_samples);
-    let trace_samples = run.info.measured_indices().iter().filter(|&&i| i < dataset_samples).count();
-    let trace_samples = if run.info.samples_done == 0 { dataset_samples.min(run.trace.len()) } else { trace_samples };
+    let trace_samples =
+        run.info.measured_indices(run.trace.len()).iter().filter(|&&index| index < dataset_samples).count();
     let trace = run.trace.head(trace_samples);
     let base_trace = report::base_run(&session, &run).map(|b| b.trace.head(trace_samples));
     let prepared = crate::analysis::outcome::PreparedTrace::new(&trace, base_trace.as_ref(), criterion);

@@ -109,10 +109,10 @@ fn rows(run: &TraceRun, dataset: Option<&Dataset>) -> Vec<SampleRow> {
     let source = |index: usize| dataset.and_then(|d| d.sample_source(index)).map(|p| p.display().to_string());
     let mut rows: Vec<SampleRow> = run
         .info
-        .measured_indices()
+        .measured_indices(run.trace.len())
         .into_iter()
-        .zip(0..run.trace.len())
-        .map(|(index, sample)| SampleRow {
+        .enumerate()
+        .map(|(sample, index)| SampleRow {
             index,
             source: source(index),
             label: Some(run.trace.labels[sample]),
@@ -122,20 +122,6 @@ fn rows(run: &TraceRun, dataset: Option<&Dataset>) -> Vec<SampleRow> {
             reason: None,
         })
         .collect();
-    // Sessions from before skipped samples were recorded have no `samples_done`: index = trace position.
-    if run.info.samples_done == 0 {
-        rows = (0..run.trace.len())
-            .map(|sample| SampleRow {
-                index: sample,
-                source: source(sample),
-                label: Some(run.trace.labels[sample]),
-                status: "measured",
-                preprocess_us: run.trace.preprocess_us.get(sample).copied(),
-                exits: exit_cells(&run.trace, sample),
-                reason: None,
-            })
-            .collect();
-    }
     rows.extend(run.info.skipped.iter().map(|s| SampleRow {
         index: s.index,
         source: s.source.clone(),

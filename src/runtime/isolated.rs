@@ -51,13 +51,14 @@ enum ChildMessage {
 /// Runs jobs on this machine, each in a fresh child process of `executable` (the edgescope binary).
 pub struct IsolatedRunner {
     executable: PathBuf,
-    device: Option<DeviceRecord>,
+    /// Describes this machine (the children run here too).
+    local: LocalRunner,
 }
 
 impl IsolatedRunner {
     /// A runner whose children are `executable measure-job`.
     pub fn new(executable: impl Into<PathBuf>) -> Self {
-        Self { executable: executable.into(), device: None }
+        Self { executable: executable.into(), local: LocalRunner::new() }
     }
 
     /// A runner whose children are this very program (the `edgescope` binary).
@@ -70,8 +71,7 @@ impl IsolatedRunner {
 
 impl Runner for IsolatedRunner {
     fn device(&mut self) -> Result<DeviceRecord, RuntimeError> {
-        super::environment::ort_environment()?;
-        Ok(self.device.get_or_insert_with(DeviceRecord::this_machine).clone())
+        self.local.device()
     }
 
     fn run(
@@ -82,9 +82,7 @@ impl Runner for IsolatedRunner {
     ) -> Result<RunOutput, RuntimeError> {
         let device = self.device()?;
         super::runner::check_compatible(&job.variant, &job.dataset)?;
-        let Some(_turn) = wait_for_measurement_turn(events, cancel) else {
-            return Err(RuntimeError::Cancelled);
-        };
+        let _turn = wait_for_measurement_turn(events, cancel)?;
         let mut child = Command::new(&self.executable)
             .arg(CHILD_SUBCOMMAND)
             .stdin(Stdio::piped())

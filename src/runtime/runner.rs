@@ -252,10 +252,11 @@ impl RunInfo {
         if self.isolated { self.resources.as_ref()?.peak_rss_bytes() } else { self.model_memory_bytes() }
     }
 
-    /// Dataset index of every measured sample (trace order).
-    pub fn measured_indices(&self) -> Vec<usize> {
+    /// Dataset index of every measured sample (trace order), for a trace of `measured` samples: the indices
+    /// from 0 without the skipped ones.
+    pub fn measured_indices(&self, measured: usize) -> Vec<usize> {
         let skipped: std::collections::BTreeSet<usize> = self.skipped.iter().map(|s| s.index).collect();
-        (0..self.samples_done).filter(|i| !skipped.contains(i)).collect()
+        (0..measured + skipped.len()).filter(|i| !skipped.contains(i)).take(measured).collect()
     }
 
     /// True when both runs come from the same device, runner and provider.
@@ -359,9 +360,7 @@ impl Runner for LocalRunner {
         cancel: &CancelToken,
     ) -> Result<RunOutput, RuntimeError> {
         let device = self.device()?;
-        let Some(_turn) = wait_for_measurement_turn(events, cancel) else {
-            return Err(RuntimeError::Cancelled);
-        };
+        let _turn = wait_for_measurement_turn(events, cancel)?;
         run_local(job, device, events, cancel)
     }
 }
@@ -370,22 +369,22 @@ impl Runner for LocalRunner {
 /// competition, not the model. Local runs queue here.
 static MEASUREMENT_TURN: Mutex<()> = Mutex::new(());
 
-/// Waits for the measurement turn, reporting [`RunEvent::Queued`] while another run holds it; `None` when
-/// cancelled while waiting.
+/// Waits for the measurement turn, reporting [`RunEvent::Queued`] while another run holds it;
+/// [`RuntimeError::Cancelled`] when cancelled while waiting.
 pub(crate) fn wait_for_measurement_turn(
     events: &mut dyn FnMut(RunEvent),
     cancel: &CancelToken,
-) -> Option<std::sync::MutexGuard<'static, ()>> {
+) -> Result<std::sync::MutexGuard<'static, ()>, RuntimeError> {
     let mut announced = false;
     loop {
         match MEASUREMENT_TURN.try_lock() {
-            Ok(guard) => return Some(guard),
+            Ok(guard) => return Ok(guard),
             // A run that panicked held the turn; the guard protects no data, so the turn is simply taken over.
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Ok(poisoned.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => {}
         }
         if cancel.is_cancelled() {
-            return None;
+            return Err(RuntimeError::Cancelled);
         }
         if !announced {
             events(RunEvent::Queued);
