@@ -180,3 +180,23 @@ fn the_app_opens_on_the_demo_session_with_an_early_exit_variant() {
     assert!(has_text_starting(&harness, "Accuracy: "));
     assert!(harness.query_by_role_and_label(Role::Slider, "Exit 1 threshold").is_some());
 }
+
+#[test]
+fn bare_onnx_files_added_to_a_new_session_get_the_first_float_model_as_base() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("new.json");
+    edgescope::session::Session::default().save(&path).expect("save an empty session");
+    let mut harness = harness(path, Tab::Models);
+    harness.run();
+    let files = ["tiny_ptq.onnx", "tiny_base.onnx", "kinds/tiny_base_probs.onnx"].map(fixture).to_vec();
+    harness.state_mut().send(Command::AddFiles(files));
+    harness.run();
+    let session = &harness.state().world.session;
+    assert_eq!(session.base.as_deref(), Some("tiny_base"));
+    assert_eq!(session.base_of("tiny_ptq").as_deref(), Some("tiny_base"));
+    assert_eq!(session.base_of("tiny_base_probs").as_deref(), Some("tiny_base"), "compared with the base, not itself");
+    let probs = session.variant("tiny_base_probs").expect("added");
+    assert!(probs.outputs.starts_with("probabilities"), "{}", probs.outputs);
+    // The first variant's details are open: the Models tab says what its exits hold.
+    assert!(has_text_starting(&harness, "exit outputs: logits (no softmax in the graph)"));
+}

@@ -429,8 +429,19 @@ impl EdgescopeApp {
                 && std::fs::read_to_string(path).is_ok_and(|t| t.contains(crate::model::variant::MANIFEST_FORMAT)));
         if is_variant {
             match Variant::open(path) {
-                Ok(variant) => {
+                Ok(mut variant) => {
                     self.world.notice = Some(format!("added variant {}", variant.name));
+                    // A bare float ONNX file: the first becomes the session's base (loyalty and compression are
+                    // measured against it), later ones are compared with it rather than with themselves.
+                    let bare_float = name.ends_with(".onnx") && variant.has_tag("base");
+                    let session = &mut self.world.session;
+                    if bare_float && session.base.is_none() && !session.variants.iter().any(|v| v.has_tag("base")) {
+                        session.base = Some(variant.name.clone());
+                        self.world.notice =
+                            Some(format!("added variant {}, the base (the first float model)", variant.name));
+                    } else if bare_float && session.base.is_some() {
+                        variant.tags = vec!["float".into()];
+                    }
                     self.world.run_selection.insert(variant.name.clone());
                     self.world.session.upsert_variant(VariantEntry::of(&variant));
                     self.world.dirty = true;
