@@ -172,45 +172,34 @@ impl Trace {
 
     /// Samples `from..self.len()` as a trace of their own (for streaming checkpoints).
     pub fn tail(&self, from: usize) -> Trace {
-        let from = from.min(self.len());
-        Trace {
-            num_classes: self.num_classes,
-            labels: self.labels[from..].to_vec(),
-            exits: self
-                .exits
-                .iter()
-                .map(|e| ExitTrace {
-                    segment: e.segment,
-                    top_k: e.top_k,
-                    top_classes: e.top_classes[from * e.top_k..].to_vec(),
-                    top_probs: e.top_probs[from * e.top_k..].to_vec(),
-                    entropy_nats: e.entropy_nats[from..].to_vec(),
-                })
-                .collect(),
-            segment_latency_us: self.segment_latency_us.iter().map(|s| s[from..].to_vec()).collect(),
-            preprocess_us: self.preprocess_us[from..].to_vec(),
-        }
+        self.samples(from..self.len())
     }
 
     /// The first `count` samples (all of them when the trace is shorter).
     pub fn head(&self, count: usize) -> Trace {
-        let count = count.min(self.len());
+        self.samples(0..count)
+    }
+
+    /// Samples `range` (clamped to the trace) as a trace of their own.
+    fn samples(&self, range: std::ops::Range<usize>) -> Trace {
+        let end = range.end.min(self.len());
+        let start = range.start.min(end);
         Trace {
             num_classes: self.num_classes,
-            labels: self.labels[..count].to_vec(),
+            labels: self.labels[start..end].to_vec(),
             exits: self
                 .exits
                 .iter()
                 .map(|e| ExitTrace {
                     segment: e.segment,
                     top_k: e.top_k,
-                    top_classes: e.top_classes[..count * e.top_k].to_vec(),
-                    top_probs: e.top_probs[..count * e.top_k].to_vec(),
-                    entropy_nats: e.entropy_nats[..count].to_vec(),
+                    top_classes: e.top_classes[start * e.top_k..end * e.top_k].to_vec(),
+                    top_probs: e.top_probs[start * e.top_k..end * e.top_k].to_vec(),
+                    entropy_nats: e.entropy_nats[start..end].to_vec(),
                 })
                 .collect(),
-            segment_latency_us: self.segment_latency_us.iter().map(|s| s[..count].to_vec()).collect(),
-            preprocess_us: self.preprocess_us[..count].to_vec(),
+            segment_latency_us: self.segment_latency_us.iter().map(|s| s[start..end].to_vec()).collect(),
+            preprocess_us: self.preprocess_us[start..end].to_vec(),
         }
     }
 
