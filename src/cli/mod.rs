@@ -92,7 +92,7 @@ pub struct SplitArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Exit outputs in depth order, the final output last (default: outputs of shape [N, classes], the one
-    /// produced last being the final output).
+    /// that depends on the most nodes being the final output).
     #[arg(long, value_delimiter = ',')]
     pub exits: Vec<String>,
     /// Folder to write the segments and the manifest into (created; an existing one must be empty).

@@ -191,7 +191,7 @@ pub struct SplitSegment {
 /// The outputs of a multi-exit model, exits in depth order and the final output last.
 ///
 /// `named` (the user's choice) lists them with the final output last; otherwise exits are the outputs of shape
-/// `[N, classes]` with the class count of the final output, the one produced last.
+/// `[N, classes]` with the class count of the final output, the one that depends on the most nodes.
 pub fn exit_outputs(flow: &DataFlow<'_>, named: Option<&[String]>) -> Result<Vec<String>, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { path: flow.path.clone(), reason };
     let output_names: Vec<&str> = flow.graph.output.iter().map(|o| o.name.as_str()).collect();
@@ -275,14 +275,6 @@ pub fn split(model: &ModelProto, path: &Path, named: Option<&[String]>) -> Resul
     let mut segments = Vec::with_capacity(outputs.len());
     for (index, exit) in outputs.iter().enumerate() {
         let exit_nodes = flow.ancestors([exit.as_str()]);
-        if (0..count).any(|n| exit_nodes[n] && previous_before[n]) && index > 0 {
-            // The exit reads something before the previous cut: it branches off earlier than the previous exit.
-            let prior = &outputs[index - 1];
-            return Err(invalid(format!(
-                "exit {exit:?} reads backbone tensors computed before the cut after exit {prior:?}, so the two \
-                 cannot sit in separate segments; name them in another order with --exits, or leave one out"
-            )));
-        }
         let later = &outputs[index + 1..];
         let (nodes, carry, before) = if later.is_empty() {
             let nodes: Vec<bool> = (0..count).map(|n| exit_nodes[n] && !previous_before[n]).collect();

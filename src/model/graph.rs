@@ -630,12 +630,17 @@ impl<'g> DataFlow<'g> {
         (0..nodes.len()).filter(|&n| nodes[n]).map(|n| self.node_macs(&self.graph.node[n])).fold(0, u64::saturating_add)
     }
 
-    /// The graph output produced last in topological order (the final classifier output).
+    /// The final classifier output: the graph output that depends on the most nodes (ties: the one produced
+    /// last). Position in the node list alone misleads: exporters often write exit heads after the backbone.
     pub fn last_output(&self) -> Option<&'g str> {
         self.graph
             .output
             .iter()
-            .filter_map(|o| self.producer.get(&o.name).map(|&p| (self.position[p], o.name.as_str())))
+            .filter_map(|o| {
+                let producer = *self.producer.get(&o.name)?;
+                let depth = self.ancestors([o.name.as_str()]).iter().filter(|&&a| a).count();
+                Some(((depth, self.position[producer]), o.name.as_str()))
+            })
             .max()
             .map(|(_, name)| name)
     }

@@ -70,9 +70,9 @@ pub struct DeviceConfigurationProto {
 /// `OperatorSetIdProto`.
 #[derive(Clone, PartialEq, Message)]
 pub struct OperatorSetIdProto {
-    /// Domain (`""` or `ai.onnx` is the default domain).
-    #[prost(string, tag = "1")]
-    pub domain: String,
+    /// Domain (absent, `""` or `ai.onnx` is the default domain; kept as written).
+    #[prost(string, optional, tag = "1")]
+    pub domain: Option<String>,
     /// Opset version.
     #[prost(int64, tag = "2")]
     pub version: i64,
