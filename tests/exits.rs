@@ -89,9 +89,8 @@ fn every_model_decodes_and_reencodes_without_loss() {
         let model: ModelProto = read_model(path).expect("decodes");
         let encoded = model.encode_to_vec();
         assert_eq!(ModelProto::decode(encoded.as_slice()).expect("re-decodes"), model, "{}", path.display());
-        if encoded != bytes {
-            eprintln!("{}: re-encoded {} bytes, file {} bytes", path.display(), encoded.len(), bytes.len());
-        }
+        assert_eq!(encoded.len(), bytes.len(), "{}: re-encoded size", path.display());
+        assert!(encoded == bytes, "{}: re-encoded bytes differ", path.display());
         // ONNX Runtime loads the re-encoded model and gives the same outputs on the same inputs.
         let info = inspect(path).expect("inspects");
         if info.inputs.iter().any(|i| i.dtype != "float32") {
@@ -205,22 +204,25 @@ fn a_residual_model_is_cut_where_the_skip_connection_ends() {
     assert_chain_reproduces(&model, &chain);
     // Named exits give the same chain; naming only the final output leaves nothing to split.
     let named = split(&model, Some(&["exit2_logits", "exit1_logits", "probabilities"]), &scratch.path().join("named"));
-    assert_eq!(named.segments.iter().map(|s| s.carry.clone()).collect::<Vec<_>>(), chain.segments.iter().map(|s| s.carry.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        named.segments.iter().map(|s| s.carry.clone()).collect::<Vec<_>>(),
+        chain.segments.iter().map(|s| s.carry.clone()).collect::<Vec<_>>()
+    );
 }
 
 fn leftovers(directory: &Path) -> Vec<String> {
-    std::fs::read_dir(directory).expect("folder").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect()
+    std::fs::read_dir(directory)
+        .expect("folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
 fn inseparable_exits_are_a_clear_error_and_leave_nothing_behind() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let out = scratch.path().join("parallel");
-    let request = SplitRequest {
-        model: fixture("exits/parallel_ee.onnx"),
-        out: out.clone(),
-        ..SplitRequest::default()
-    };
+    let request =
+        SplitRequest { model: fixture("exits/parallel_ee.onnx"), out: out.clone(), ..SplitRequest::default() };
     let message = split_to_folder(&request).expect_err("no single-tensor cut").to_string();
     assert!(message.contains("parallel_ee.onnx"), "{message}");
     assert!(message.contains("exit \"exit_logits\" branches off the backbone at \"a1_relu_out\""), "{message}");
@@ -235,7 +237,8 @@ fn inseparable_exits_are_a_clear_error_and_leave_nothing_behind() {
     // A folder with something in it is refused before anything is written.
     std::fs::create_dir(&out).expect("mkdir");
     std::fs::write(out.join("keep.txt"), "mine").expect("write");
-    let request = SplitRequest { model: fixture("exits/tiny_ee_multi.onnx"), out: out.clone(), ..SplitRequest::default() };
+    let request =
+        SplitRequest { model: fixture("exits/tiny_ee_multi.onnx"), out: out.clone(), ..SplitRequest::default() };
     let message = split_to_folder(&request).expect_err("not empty").to_string();
     assert!(message.contains("not empty"), "{message}");
     assert_eq!(leftovers(&out), vec!["keep.txt"]);
@@ -250,7 +253,8 @@ fn inseparable_exits_are_a_clear_error_and_leave_nothing_behind() {
     };
     let message = split_to_folder(&request).expect_err("unknown exit").to_string();
     assert!(message.contains("no tensor \"nope\""), "{message}");
-    let request = SplitRequest { model: fixture("tiny_base.onnx"), out: scratch.path().join("y"), ..SplitRequest::default() };
+    let request =
+        SplitRequest { model: fixture("tiny_base.onnx"), out: scratch.path().join("y"), ..SplitRequest::default() };
     let message = split_to_folder(&request).expect_err("single output").to_string();
     assert!(message.contains("nothing to split"), "{message}");
     assert_eq!(leftovers(scratch.path()), vec!["parallel"]);

@@ -1020,7 +1020,8 @@ fn exits_candidates(args: &CandidatesArgs) -> Result<()> {
             println!("  {:>7} {:>7}  {:<8} {:<20} {:<18} tensor", "MACs %", "params %", "suggest", "shape", "after");
             for (index, cut) in analysis.cuts.iter().enumerate() {
                 let suggested = analysis.suggested.iter().find(|(_, i)| *i == index).map_or("", |(d, _)| d.name());
-                let operator = if cut.block_boundary { format!("{} (block)", cut.operator) } else { cut.operator.clone() };
+                let operator =
+                    if cut.block_boundary { format!("{} (block)", cut.operator) } else { cut.operator.clone() };
                 println!(
                     "  {:>7.1} {:>7.1}  {:<8} {:<20} {:<18} {}",
                     100.0 * cut.mac_share,

@@ -80,7 +80,8 @@ pub struct CutAnalysis {
 
 const BLOCK_ENDS: &[&str] =
     &["Add", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"];
-const ACTIVATIONS: &[&str] = &["Relu", "Clip", "HardSwish", "Sigmoid", "LeakyRelu", "PRelu", "Elu", "Selu", "Gelu", "Tanh"];
+const ACTIVATIONS: &[&str] =
+    &["Relu", "Clip", "HardSwish", "Sigmoid", "LeakyRelu", "PRelu", "Elu", "Selu", "Gelu", "Tanh"];
 
 fn is_block_boundary(flow: &DataFlow<'_>, producer: usize) -> bool {
     let node = &flow.graph.node[producer];
@@ -156,13 +157,11 @@ pub fn cut_points(graph: &GraphProto, path: &Path) -> Result<CutAnalysis, ModelE
 fn suggest(cuts: &[CutPoint]) -> Vec<(Depth, usize)> {
     let mut chosen: Vec<(Depth, usize)> = Vec::new();
     for (depth, target) in Depth::TARGETS {
-        let free = |i: &usize| {
-            !chosen.iter().any(|(_, c)| c == i) && cuts[*i].mac_share > 0.0 && cuts[*i].mac_share < 1.0
-        };
+        let free =
+            |i: &usize| !chosen.iter().any(|(_, c)| c == i) && cuts[*i].mac_share > 0.0 && cuts[*i].mac_share < 1.0;
         let distance = |i: &usize| (cuts[*i].mac_share - target).abs();
-        let nearest = |candidates: Vec<usize>| {
-            candidates.into_iter().min_by(|a, b| distance(a).total_cmp(&distance(b)))
-        };
+        let nearest =
+            |candidates: Vec<usize>| candidates.into_iter().min_by(|a, b| distance(a).total_cmp(&distance(b)));
         let boundaries: Vec<usize> =
             (0..cuts.len()).filter(free).filter(|i| cuts[*i].block_boundary && distance(i) <= 0.1).collect();
         let pick = nearest(boundaries).or_else(|| nearest((0..cuts.len()).filter(free).collect()));
@@ -223,9 +222,9 @@ pub fn exit_outputs(flow: &DataFlow<'_>, named: Option<&[String]>) -> Result<Vec
                 .iter()
                 .filter(|name| **name != last)
                 .filter(|name| {
-                    flow.tensor_type(name).and_then(|t| t.shape.as_ref()).is_some_and(|s| {
-                        s.len() == 2 && s[1].fixed() == Some(classes)
-                    })
+                    flow.tensor_type(name)
+                        .and_then(|t| t.shape.as_ref())
+                        .is_some_and(|s| s.len() == 2 && s[1].fixed() == Some(classes))
                 })
                 .map(|name| name.to_string())
                 .collect();
@@ -263,10 +262,10 @@ pub fn exit_outputs(flow: &DataFlow<'_>, named: Option<&[String]>) -> Result<Vec
 /// point of the later outputs that lies after the backbone tensors exit `k` reads (its branch point).
 pub fn split(model: &ModelProto, path: &Path, named: Option<&[String]>) -> Result<Vec<SplitSegment>, ModelError> {
     let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), reason };
-    let graph = model.graph.as_ref().ok_or_else(|| ModelError::Corrupt {
-        path: path.to_path_buf(),
-        reason: "the file holds no graph".into(),
-    })?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ModelError::Corrupt { path: path.to_path_buf(), reason: "the file holds no graph".into() })?;
     let flow = DataFlow::new(graph, path)?;
     let outputs = exit_outputs(&flow, named)?;
     let count = flow.graph.node.len();
@@ -377,7 +376,11 @@ fn segment_model(
     referenced.extend(initializers.iter().map(String::as_str));
     let segment_graph = GraphProto {
         node: included.iter().map(|&n| graph.node[n].clone()).collect(),
-        name: if graph.name.is_empty() { format!("segment{}", index + 1) } else { format!("{}_seg{}", graph.name, index + 1) },
+        name: if graph.name.is_empty() {
+            format!("segment{}", index + 1)
+        } else {
+            format!("{}_seg{}", graph.name, index + 1)
+        },
         initializer: graph.initializer.iter().filter(|t| initializers.contains(&t.name)).cloned().collect(),
         sparse_initializer: graph
             .sparse_initializer

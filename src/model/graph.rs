@@ -145,7 +145,11 @@ fn tensor_ints(tensor: &TensorProto) -> Option<Vec<i64>> {
     match tensor.data_type {
         7 => {
             if let Some(raw) = &tensor.raw_data {
-                Some(raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+                Some(
+                    raw.chunks_exact(8)
+                        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                        .collect(),
+                )
             } else {
                 Some(tensor.int64_data.clone())
             }
@@ -252,7 +256,9 @@ impl<'g> DataFlow<'g> {
         for (index, node) in graph.node.iter().enumerate() {
             for output in node.output.iter().filter(|o| !o.is_empty()) {
                 if producer.insert(output.clone(), index).is_some() {
-                    return Err(invalid(format!("tensor {output:?} is produced by two nodes; the graph is not valid ONNX")));
+                    return Err(invalid(format!(
+                        "tensor {output:?} is produced by two nodes; the graph is not valid ONNX"
+                    )));
                 }
             }
         }
@@ -290,9 +296,8 @@ impl<'g> DataFlow<'g> {
         }
         let mut dynamic = vec![false; count];
         for &n in &order {
-            dynamic[n] = reads[n].iter().any(|input| {
-                *input == image || producer.get(input).is_some_and(|&p| dynamic[p])
-            });
+            dynamic[n] =
+                reads[n].iter().any(|input| *input == image || producer.get(input).is_some_and(|&p| dynamic[p]));
         }
         let mut flow = Self {
             graph,
@@ -368,10 +373,9 @@ impl<'g> DataFlow<'g> {
         let op = if default_domain { node.op_type.as_str() } else { "" };
         let result = match op {
             "Constant" => match attribute(node, "value").and_then(|a| a.t.as_ref()) {
-                Some(t) => TensorType {
-                    elem_type: t.data_type,
-                    shape: Some(t.dims.iter().map(|&d| Dim::Fixed(d)).collect()),
-                },
+                Some(t) => {
+                    TensorType { elem_type: t.data_type, shape: Some(t.dims.iter().map(|&d| Dim::Fixed(d)).collect()) }
+                }
                 None => TensorType::default(),
             },
             "Conv" | "ConvInteger" | "QLinearConv" => {
@@ -401,13 +405,38 @@ impl<'g> DataFlow<'g> {
                 }
                 _ => same(None),
             },
-            "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => same(shape(0).map(|xs| {
-                xs.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Fixed(1) }).collect()
-            })),
-            "Relu" | "LeakyRelu" | "PRelu" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Tanh" | "Clip" | "Elu"
-            | "Selu" | "Softplus" | "Mish" | "Gelu" | "Erf" | "Exp" | "Log" | "Sqrt" | "Neg" | "Abs"
-            | "Softmax" | "LogSoftmax" | "Identity" | "Dropout" | "BatchNormalization" | "InstanceNormalization"
-            | "LayerNormalization" | "LRN" => same(shape(0)),
+            "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => {
+                same(shape(0).map(|xs| {
+                    xs.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Fixed(1) }).collect()
+                }))
+            }
+            "Relu"
+            | "LeakyRelu"
+            | "PRelu"
+            | "Sigmoid"
+            | "HardSigmoid"
+            | "HardSwish"
+            | "Tanh"
+            | "Clip"
+            | "Elu"
+            | "Selu"
+            | "Softplus"
+            | "Mish"
+            | "Gelu"
+            | "Erf"
+            | "Exp"
+            | "Log"
+            | "Sqrt"
+            | "Neg"
+            | "Abs"
+            | "Softmax"
+            | "LogSoftmax"
+            | "Identity"
+            | "Dropout"
+            | "BatchNormalization"
+            | "InstanceNormalization"
+            | "LayerNormalization"
+            | "LRN" => same(shape(0)),
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" => {
                 let mut out = shape(0);
                 for i in 1..node.input.len() {
@@ -590,10 +619,8 @@ impl<'g> DataFlow<'g> {
     pub fn static_closure(&self, nodes: &[bool]) -> (BTreeSet<String>, Vec<bool>) {
         let mut initializers = BTreeSet::new();
         let mut statics = vec![false; self.graph.node.len()];
-        let mut stack: Vec<&str> = (0..nodes.len())
-            .filter(|&n| nodes[n])
-            .flat_map(|n| self.reads[n].iter().map(String::as_str))
-            .collect();
+        let mut stack: Vec<&str> =
+            (0..nodes.len()).filter(|&n| nodes[n]).flat_map(|n| self.reads[n].iter().map(String::as_str)).collect();
         while let Some(name) = stack.pop() {
             if self.initializers.contains_key(name) || is_sparse_initializer(self.graph, name) {
                 initializers.insert(name.to_string());

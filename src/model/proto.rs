@@ -3,8 +3,10 @@
 //! inspection ([`super::onnx`] reads only what it shows) but not for writing models.
 //!
 //! Field numbers follow onnx.proto exactly. Repeated scalars that onnx.proto (proto2) leaves unpacked are declared
-//! `packed = "false"`, and proto2 `optional` scalars whose presence readers test are `Option`, so files written by
-//! the reference implementation re-encode byte for byte.
+//! `packed = "false"`, and proto2 `optional` fields that writers are seen to set to their default (the opset domain
+//! `""`, an empty model doc string) or whose presence readers test are `Option`, so the files of the zoo and the
+//! fixtures (PyTorch's exporter, the onnx helpers, ONNX Runtime's quantizer) re-encode byte for byte. Any other
+//! field a writer sets explicitly to its default value re-encodes without it: the same model, two bytes shorter.
 
 use std::path::{Component, Path};
 
@@ -33,9 +35,9 @@ pub struct ModelProto {
     /// Model version.
     #[prost(int64, tag = "5")]
     pub model_version: i64,
-    /// Documentation.
-    #[prost(string, tag = "6")]
-    pub doc_string: String,
+    /// Documentation (optional: the onnx helpers write an empty one, kept as written).
+    #[prost(string, optional, tag = "6")]
+    pub doc_string: Option<String>,
     /// The graph.
     #[prost(message, optional, tag = "7")]
     pub graph: Option<GraphProto>,
@@ -574,7 +576,8 @@ pub fn internalize_external_data(model: &mut ModelProto, model_path: &Path) -> R
         let location = entry("location")
             .ok_or_else(|| corrupt(format!("initializer {:?} is external but names no location", tensor.name)))?;
         let relative = Path::new(&location);
-        if relative.is_absolute() || relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        if relative.is_absolute()
+            || relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
             return Err(corrupt(format!(
                 "its weights point outside the model's folder ({location:?}); refusing to read them"

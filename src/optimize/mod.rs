@@ -67,7 +67,8 @@ pub fn split_to_folder(request: &SplitRequest) -> Result<SplitOutcome, ModelErro
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-    let staging = tempfile::Builder::new().prefix(".edgescope-split-").tempdir_in(&parent).map_err(io_error(&parent))?;
+    let staging =
+        tempfile::Builder::new().prefix(".edgescope-split-").tempdir_in(&parent).map_err(io_error(&parent))?;
     let mut manifest_segments = Vec::with_capacity(segments.len());
     for (index, segment) in segments.iter().enumerate() {
         let file = PathBuf::from(format!("{stem}-s{}.onnx", index + 1));
