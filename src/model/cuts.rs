@@ -160,8 +160,9 @@ fn suggest(cuts: &[CutPoint]) -> Vec<(Depth, usize)> {
         let free =
             |i: &usize| !chosen.iter().any(|(_, c)| c == i) && cuts[*i].mac_share > 0.0 && cuts[*i].mac_share < 1.0;
         let distance = |i: &usize| (cuts[*i].mac_share - target).abs();
+        // Among equals the later cut: the activation after a residual Add is the block's output.
         let nearest =
-            |candidates: Vec<usize>| candidates.into_iter().min_by(|a, b| distance(a).total_cmp(&distance(b)));
+            |candidates: Vec<usize>| candidates.into_iter().rev().min_by(|a, b| distance(a).total_cmp(&distance(b)));
         let boundaries: Vec<usize> =
             (0..cuts.len()).filter(free).filter(|i| cuts[*i].block_boundary && distance(i) <= 0.1).collect();
         let pick = nearest(boundaries).or_else(|| nearest((0..cuts.len()).filter(free).collect()));

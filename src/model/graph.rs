@@ -478,15 +478,13 @@ impl<'g> DataFlow<'g> {
                     let known: Vec<Dim> = out.iter().filter(|d| **d != Dim::Fixed(-1)).cloned().collect();
                     out[hole] = match (product(&xs), product(&known)) {
                         (Dim::Fixed(total), Dim::Fixed(part)) if part > 0 => Dim::Fixed(total / part),
-                        (total, Dim::Fixed(part)) => {
+                        (_, Dim::Fixed(part)) => {
+                            // A symbolic batch: the hole is it when the fixed dimensions account for the rest.
                             let fixed_in: i64 = xs.iter().filter_map(Dim::fixed).product();
                             let symbolic: Vec<&Dim> = xs.iter().filter(|d| d.fixed().is_none()).collect();
                             match symbolic.as_slice() {
                                 [one] if fixed_in == part => (*one).clone(),
-                                _ => {
-                                    let _ = total;
-                                    Dim::Symbolic(String::new())
-                                }
+                                _ => Dim::Symbolic(String::new()),
                             }
                         }
                         _ => Dim::Symbolic(String::new()),
