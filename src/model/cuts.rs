@@ -135,7 +135,7 @@ pub fn cut_points(graph: &GraphProto, path: &Path) -> Result<CutAnalysis, ModelE
         let starts: Vec<&str> = flow
             .order
             .iter()
-            .filter(|&&n| needed[n] && flow.reads[n].iter().any(|r| *r == flow.image))
+            .filter(|&&n| needed[n] && flow.reads[n].contains(&flow.image))
             .map(|&n| flow.graph.node[n].op_type.as_str())
             .collect();
         return Err(invalid(format!(

@@ -468,7 +468,7 @@ impl<'g> DataFlow<'g> {
                 let axis = usize::try_from(if axis < 0 { axis + rank } else { axis }).ok()?.min(xs.len());
                 Some(vec![product(&xs[..axis]), product(&xs[axis..])])
             })),
-            "Reshape" => same(shape(0).zip(input(1).and_then(|n| self.constant_ints(n))).and_then(|(xs, target)| {
+            "Reshape" => same(shape(0).zip(input(1).and_then(|n| self.constant_ints(n))).map(|(xs, target)| {
                 let mut out: Vec<Dim> = target
                     .iter()
                     .enumerate()
@@ -490,7 +490,7 @@ impl<'g> DataFlow<'g> {
                         _ => Dim::Symbolic(String::new()),
                     };
                 }
-                Some(out)
+                out
             })),
             "Gemm" => match (shape(0), shape(1)) {
                 (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 => {
