@@ -2,7 +2,8 @@
 //! explore their accuracy / latency trade-offs.
 //!
 //! Layers, each importing only those listed before it: [`analysis`] (pure), [`data`], [`model`],
-//! [`runtime`] (ONNX Runtime), [`session`] (saved files), [`report`] (tables), and the binaries on top.
+//! [`runtime`] (ONNX Runtime), [`optimize`] (new variants from existing ones), [`session`] (saved files),
+//! [`report`] (tables), and the binaries on top.
 
 pub mod analysis;
 #[cfg(feature = "gui")]
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod data;
 pub mod model;
 pub mod net;
+pub mod optimize;
 pub mod report;
 pub mod runtime;
 pub mod session;

@@ -1,4 +1,4 @@
-//! The command line: `eval`, `report`, `sweep`, `verify`, `samples` and `inspect`. Parsing and printing only;
+//! The command line: `eval`, `report`, `sweep`, `verify`, `samples`, `inspect` and `exits`. Parsing and printing only;
 //! the work happens in the library layers below.
 
 mod samples;
@@ -68,9 +68,53 @@ pub enum Command {
     Inspect(InspectArgs),
     /// List the configured remote runners with their state, or add one.
     Devices(DevicesArgs),
+    /// Early exits: split a multi-exit ONNX into a chain, or list where exits can go.
+    #[command(subcommand)]
+    Exits(ExitsCommand),
     /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
     #[command(name = "measure-job", hide = true)]
     MeasureJob,
+}
+
+/// `edgescope exits ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExitsCommand {
+    /// Split a multi-exit ONNX (exit heads + final output in one graph) into an early-exit chain + manifest.
+    Split(SplitArgs),
+    /// List the tensors where the graph can be cut with a single tensor crossing, and suggest exit places.
+    Candidates(CandidatesArgs),
+}
+
+/// `edgescope exits split`.
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// The multi-exit ONNX file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Exit outputs in depth order, the final output last (default: outputs of shape [N, classes], the one
+    /// that depends on the most nodes being the final output).
+    #[arg(long, value_delimiter = ',')]
+    pub exits: Vec<String>,
+    /// Folder to write the segments and the manifest into (created; an existing one must be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Name of the base variant the chain is compared with.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Variant name (default: STEM/ee).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `edgescope exits candidates`.
+#[derive(Debug, Args)]
+pub struct CandidatesArgs {
+    /// The ONNX file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    pub format: String,
 }
 
 /// `edgescope devices`.
@@ -252,6 +296,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Samples(args)) => samples::samples(&args),
         Some(Command::Inspect(args)) => inspect(&args),
         Some(Command::Devices(args)) => devices(&args),
+        Some(Command::Exits(ExitsCommand::Split(args))) => exits_split(&args),
+        Some(Command::Exits(ExitsCommand::Candidates(args))) => exits_candidates(&args),
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }
@@ -894,6 +940,100 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         println!("  outputs: {}", variant.describe_outputs());
         let histogram: Vec<String> = variant.op_histogram().iter().map(|(op, n)| format!("{op} x{n}")).collect();
         println!("  ops: {}", histogram.join(", "));
+    }
+    Ok(())
+}
+
+fn exits_split(args: &SplitArgs) -> Result<()> {
+    let request = crate::optimize::SplitRequest {
+        model: args.model.clone(),
+        exits: (!args.exits.is_empty()).then(|| args.exits.clone()),
+        out: args.out.clone(),
+        name: args.name.clone(),
+        base: args.base.clone(),
+    };
+    let outcome = crate::optimize::split_to_folder(&request)?;
+    let total: u64 = outcome.segment_macs.iter().sum();
+    println!("{} -> {}", args.model.display(), outcome.manifest.display());
+    for (index, segment) in outcome.variant.segments.iter().enumerate() {
+        let macs = outcome.segment_macs.get(index).copied().unwrap_or(0);
+        println!(
+            "  segment {} {}: {} -> exit {}{}  ({:.1} % of the MACs)",
+            index + 1,
+            segment.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            segment.input,
+            segment.exit.as_deref().unwrap_or("-"),
+            segment.carry.as_deref().map_or_else(String::new, |c| format!(", carry {c}")),
+            if total == 0 { 0.0 } else { 100.0 * macs as f64 / total as f64 }
+        );
+    }
+    Ok(())
+}
+
+fn exits_candidates(args: &CandidatesArgs) -> Result<()> {
+    let analysis = crate::optimize::cut_candidates(&args.model)?;
+    match args.format.as_str() {
+        "json" => {
+            let cuts: Vec<serde_json::Value> = analysis
+                .cuts
+                .iter()
+                .enumerate()
+                .map(|(index, cut)| {
+                    let suggested = analysis.suggested.iter().find(|(_, i)| *i == index).map(|(d, _)| d.name());
+                    serde_json::json!({
+                        "tensor": cut.tensor,
+                        "operator": cut.operator,
+                        "shape": cut.shape.as_ref().map(|s| format_shape(s)),
+                        "macs_before": cut.macs_before,
+                        "mac_share": cut.mac_share,
+                        "parameters_before": cut.parameters_before,
+                        "parameter_share": cut.parameter_share,
+                        "block_boundary": cut.block_boundary,
+                        "suggested": suggested,
+                    })
+                })
+                .collect();
+            let suggested: serde_json::Map<String, serde_json::Value> = analysis
+                .suggested
+                .iter()
+                .map(|(depth, index)| (depth.name().to_string(), serde_json::json!(analysis.cuts[*index].tensor)))
+                .collect();
+            let document = serde_json::json!({
+                "model": args.model,
+                "output": analysis.output,
+                "total_macs": analysis.total_macs,
+                "total_parameters": analysis.total_parameters,
+                "candidates": cuts,
+                "suggested": suggested,
+            });
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
+        "text" => {
+            println!(
+                "{}: {} cut point(s) on the way to {:?}; {} MACs and {} parameters per sample in all",
+                args.model.display(),
+                analysis.cuts.len(),
+                analysis.output,
+                analysis.total_macs,
+                analysis.total_parameters
+            );
+            println!("  {:>7} {:>7}  {:<8} {:<20} {:<18} tensor", "MACs %", "params %", "suggest", "shape", "after");
+            for (index, cut) in analysis.cuts.iter().enumerate() {
+                let suggested = analysis.suggested.iter().find(|(_, i)| *i == index).map_or("", |(d, _)| d.name());
+                let operator =
+                    if cut.block_boundary { format!("{} (block)", cut.operator) } else { cut.operator.clone() };
+                println!(
+                    "  {:>7.1} {:>7.1}  {:<8} {:<20} {:<18} {}",
+                    100.0 * cut.mac_share,
+                    100.0 * cut.parameter_share,
+                    suggested,
+                    cut.shape.as_ref().map_or_else(|| "?".into(), |s| format_shape(s)),
+                    operator,
+                    cut.tensor
+                );
+            }
+        }
+        other => bail!("--format must be text or json, not {other:?}"),
     }
     Ok(())
 }

@@ -1,6 +1,10 @@
-//! Variants and their files: manifests, ONNX inspection (inputs, outputs, opsets, parameters, operators).
+//! Variants and their files: manifests, ONNX inspection (inputs, outputs, opsets, parameters, operators), the
+//! full ONNX protobuf for writing models, and pure graph analysis and rewriting (cut points, splitting).
 
+pub mod cuts;
+pub mod graph;
 pub mod onnx;
+pub mod proto;
 pub mod variant;
 
 use std::path::PathBuf;
