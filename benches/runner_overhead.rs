@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shape = dataset.input_shape();
     let mut runner = LocalRunner::new();
     let settings = RunSettings { intra_threads: 1, warmup_runs: 20, sample_resources: false, ..RunSettings::default() };
-    let job = Job { variant, dataset, settings, mode: RunMode::Trace };
+    let job = Job { variant, dataset, settings, mode: RunMode::Trace, reference: None };
 
     for _ in 0..20 {
         session.run(ort::inputs!["image" => TensorRef::from_array_view((shape, input.as_slice()))?])?;

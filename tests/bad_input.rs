@@ -124,6 +124,7 @@ fn an_unreadable_image_is_skipped_naming_the_file_and_a_folder_of_them_fails() {
         dataset: Arc::new(Dataset::open(root).expect("folder opens")),
         settings: common::quick_settings(),
         mode: RunMode::Trace,
+        reference: None,
     };
     let output = LocalRunner::new().run(&job(dir.path()), &mut |_| {}, &CancelToken::new()).expect("the run goes on");
     let RunOutput::Trace(run) = output else { panic!("a trace") };

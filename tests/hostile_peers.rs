@@ -743,5 +743,6 @@ fn remote_job(job: &edgescope::runtime::Job) -> edgescope::net::protocol::Remote
         },
         settings: edgescope::runtime::RunSettings { intra_threads: 2000, ..job.settings.clone() },
         mode: job.mode.clone(),
+        reference: None,
     }
 }

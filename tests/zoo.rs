@@ -54,6 +54,7 @@ fn every_manifest_loads_and_runs_on_a_few_samples() {
             dataset: Arc::clone(&dataset),
             settings: common::quick_settings(),
             mode: RunMode::Trace,
+            reference: None,
         };
         let run = common::trace(&mut runner, &job);
         assert_eq!(run.trace.len(), 16, "{}", manifest.display());

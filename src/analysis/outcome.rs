@@ -4,9 +4,11 @@
 //! cumulative latency per exit), laid out sample-major, so that evaluating a policy is one linear pass: this is
 //! what runs on every frame while a threshold slider moves.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::loyalty::{TopKDistribution, probability_loyalty};
+use super::loyalty::{BoundedJsd, TopKDistribution, jsd_bits_bounded};
 use super::policy::{Criterion, Policy};
 use super::trace::{ExitTrace, Trace};
 
@@ -23,6 +25,8 @@ pub(crate) struct SampleAtExit {
     pub total_us: f32,
     /// Probability loyalty against the base's final output (1 when there is no base).
     pub probability_loyalty: f32,
+    /// The most `probability_loyalty` can be off (0 when it is exact).
+    pub loyalty_error: f32,
     /// `CORRECT | CORRECT_TOP5 | AGREES_WITH_BASE`.
     pub flags: u8,
 }
@@ -36,8 +40,9 @@ pub struct PreparedTrace {
     pub(crate) num_classes: usize,
     /// Confidence score per sample and early exit, `[sample * early + exit]`.
     pub(crate) confidence: Vec<f32>,
-    /// Per sample and exit (final included), `[sample * exits + exit]`.
-    pub(crate) at_exit: Vec<SampleAtExit>,
+    /// Per sample and exit (final included), `[sample * exits + exit]`; independent of the criterion, so
+    /// shared by every criterion's preparation of the same trace (see [`Self::with_criterion`]).
+    pub(crate) at_exit: Arc<Vec<SampleAtExit>>,
     pub(crate) has_base: bool,
     pub(crate) base_mean_latency_us: Option<f64>,
     pub(crate) base_accuracy: Option<f64>,
@@ -91,6 +96,10 @@ pub struct Outcome {
     pub label_loyalty: Option<f64>,
     /// Mean of `1 - sqrt(JSD_bits(p_base, p))`, when a base trace was given.
     pub probability_loyalty: Option<f64>,
+    /// The most `probability_loyalty` can be off from the exact value (0 when exact: every class recorded, or
+    /// the divergence measured against the base's full distributions during the run).
+    #[serde(default)]
+    pub probability_loyalty_error: Option<f64>,
     /// Samples leaving at each exit (the last is the final exit).
     pub exit_counts: Vec<usize>,
     /// `exit_counts` as shares of the samples.
@@ -118,27 +127,34 @@ impl PreparedTrace {
     pub fn new(trace: &Trace, base: Option<&Trace>, criterion: Criterion) -> Self {
         let samples = trace.len();
         let exits = trace.exits.len();
-        let early = trace.early_exit_count();
         let num_classes = trace.num_classes;
         let comparable_base =
             base.filter(|b| b.len() == samples && b.num_classes == num_classes && !b.exits.is_empty());
         let base_final = comparable_base.and_then(|b| b.exits.last());
+        let measured_divergence: Vec<bool> = trace
+            .exits
+            .iter()
+            .map(|exit| base_final.is_some_and(|b| measured_divergence_agrees(exit, b, num_classes)))
+            .collect();
 
-        let mut confidence = Vec::with_capacity(samples * early);
         let mut at_exit = Vec::with_capacity(samples * exits);
         for sample in 0..samples {
-            for exit in &trace.exits[..early] {
-                confidence.push(criterion.confidence(exit, sample, num_classes));
-            }
             let label = trace.labels[sample];
             let preprocess_us = trace.preprocess_us[sample];
             for (index, exit) in trace.exits.iter().enumerate() {
                 let latency_us = trace.latency_to_exit_us(sample, index);
-                let (flags, loyalty) = judge(exit, sample, label, base_final, num_classes);
+                let (flags, jsd) = judge(exit, sample, label, base_final, num_classes);
+                let jsd = if measured_divergence[index] {
+                    BoundedJsd::exact(f64::from(exit.reference_jsd_bits[sample]))
+                } else {
+                    jsd
+                };
+                let (loyalty, error) = jsd.loyalty_and_error();
                 at_exit.push(SampleAtExit {
                     latency_us,
                     total_us: latency_us + preprocess_us,
-                    probability_loyalty: loyalty,
+                    probability_loyalty: loyalty as f32,
+                    loyalty_error: error as f32,
                     flags,
                 });
             }
@@ -159,12 +175,22 @@ impl PreparedTrace {
             exits,
             criterion,
             num_classes,
-            confidence,
-            at_exit,
+            confidence: confidences(trace, criterion),
+            at_exit: Arc::new(at_exit),
             has_base: base_final.is_some(),
             base_mean_latency_us,
             base_accuracy,
         }
+    }
+
+    /// The same preparation under another criterion: only the confidence scores are computed again (one value
+    /// per sample and early exit), the per-sample outcomes are shared. `trace` must be the trace this was
+    /// prepared from.
+    pub fn with_criterion(&self, trace: &Trace, criterion: Criterion) -> Self {
+        if criterion == self.criterion || trace.len() != self.samples || trace.exits.len() != self.exits {
+            return Self { criterion, ..self.clone() };
+        }
+        Self { criterion, confidence: confidences(trace, criterion), ..self.clone() }
     }
 
     /// Samples in the trace.
@@ -239,7 +265,7 @@ impl PreparedTrace {
         let early = cuts.len();
         let mut exit_counts = vec![0usize; self.exits];
         let (mut correct, mut correct_top5, mut agree) = (0usize, 0usize, 0usize);
-        let (mut loyalty_sum, mut total_sum) = (0f64, 0f64);
+        let (mut loyalty_sum, mut loyalty_error_sum, mut total_sum) = (0f64, 0f64, 0f64);
         let (mut early_latency_sum, mut final_latency_sum) = (0f64, 0f64);
         scratch.clear();
         scratch.reserve(self.samples);
@@ -251,6 +277,7 @@ impl PreparedTrace {
             correct_top5 += usize::from(at.flags & CORRECT_TOP5 != 0);
             agree += usize::from(at.flags & AGREES_WITH_BASE != 0);
             loyalty_sum += f64::from(at.probability_loyalty);
+            loyalty_error_sum += f64::from(at.loyalty_error);
             total_sum += f64::from(at.total_us);
             if exit < early {
                 early_latency_sum += f64::from(at.latency_us);
@@ -270,6 +297,7 @@ impl PreparedTrace {
             top5_accuracy: (self.num_classes > 5).then(|| correct_top5 as f64 / n),
             label_loyalty: self.has_base.then(|| agree as f64 / n),
             probability_loyalty: self.has_base.then(|| loyalty_sum / n),
+            probability_loyalty_error: self.has_base.then(|| loyalty_error_sum / n),
             exit_rates: exit_counts.iter().map(|&c| c as f64 / n).collect(),
             early_exit_rate: early_count as f64 / n,
             exit_counts,
@@ -288,8 +316,48 @@ impl PreparedTrace {
     }
 }
 
-/// Correctness flags and probability loyalty of one sample at one exit.
-fn judge(exit: &ExitTrace, sample: usize, label: u32, base: Option<&ExitTrace>, num_classes: usize) -> (u8, f32) {
+/// Confidence scores per sample and early exit, `[sample * early + exit]`.
+fn confidences(trace: &Trace, criterion: Criterion) -> Vec<f32> {
+    let early = trace.early_exit_count();
+    let mut confidence = Vec::with_capacity(trace.len() * early);
+    for sample in 0..trace.len() {
+        for exit in &trace.exits[..early] {
+            confidence.push(criterion.confidence(exit, sample, trace.num_classes));
+        }
+    }
+    confidence
+}
+
+/// Tolerance when checking a measured divergence against the interval the top-k records allow, bits: the two
+/// runs of the base (the base's own trace and the reference run) may differ by rounding.
+const MEASURED_DIVERGENCE_TOLERANCE_BITS: f64 = 1e-4;
+
+/// True when `exit` carries divergences measured against a reference and every one lies where the top-k
+/// records of `exit` and the base's final exit allow: a reference other than this base is caught here, and
+/// then the top-k estimate (with its bound) is used instead.
+fn measured_divergence_agrees(exit: &ExitTrace, base_final: &ExitTrace, num_classes: usize) -> bool {
+    if !exit.has_reference_jsd() || base_final.len() != exit.len() {
+        return false;
+    }
+    (0..exit.len()).all(|sample| {
+        let bounded = jsd_bits_bounded(
+            TopKDistribution { classes: base_final.classes(sample), probs: base_final.probs(sample), num_classes },
+            TopKDistribution { classes: exit.classes(sample), probs: exit.probs(sample), num_classes },
+        );
+        let measured = f64::from(exit.reference_jsd_bits[sample]);
+        bounded.low - MEASURED_DIVERGENCE_TOLERANCE_BITS <= measured
+            && measured <= bounded.high + MEASURED_DIVERGENCE_TOLERANCE_BITS
+    })
+}
+
+/// Correctness flags and the JSD against the base (with its bound) of one sample at one exit.
+fn judge(
+    exit: &ExitTrace,
+    sample: usize,
+    label: u32,
+    base: Option<&ExitTrace>,
+    num_classes: usize,
+) -> (u8, BoundedJsd) {
     let classes = exit.classes(sample);
     let mut flags = 0;
     if u32::from(classes[0]) == label {
@@ -299,16 +367,16 @@ fn judge(exit: &ExitTrace, sample: usize, label: u32, base: Option<&ExitTrace>, 
         flags |= CORRECT_TOP5;
     }
     let Some(base) = base else {
-        return (flags | AGREES_WITH_BASE, 1.0);
+        return (flags | AGREES_WITH_BASE, BoundedJsd::exact(0.0));
     };
     if base.predicted(sample) == classes[0] {
         flags |= AGREES_WITH_BASE;
     }
-    let loyalty = probability_loyalty(
+    let jsd = jsd_bits_bounded(
         TopKDistribution { classes: base.classes(sample), probs: base.probs(sample), num_classes },
         TopKDistribution { classes, probs: exit.probs(sample), num_classes },
     );
-    (flags, loyalty as f32)
+    (flags, jsd)
 }
 
 /// Compression of a variant against its base: base size / variant size.

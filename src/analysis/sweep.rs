@@ -24,6 +24,9 @@ pub struct SweepPoint {
     pub label_loyalty: f64,
     /// Mean probability loyalty (1 without a base).
     pub probability_loyalty: f64,
+    /// The most `probability_loyalty` can be off from the exact value (0 when exact).
+    #[serde(default)]
+    pub probability_loyalty_error: f64,
     /// Share of samples per exit (final last).
     pub exit_rates: Vec<f64>,
     /// Share of samples leaving early.
@@ -75,6 +78,7 @@ struct Totals {
     correct: i64,
     agree: i64,
     loyalty: f64,
+    loyalty_error: f64,
     latency_us: f64,
     exit_counts: Vec<i64>,
 }
@@ -84,6 +88,7 @@ impl Totals {
         self.correct += sign * i64::from(at.flags & 1);
         self.agree += sign * i64::from((at.flags >> 2) & 1);
         self.loyalty += sign as f64 * f64::from(at.probability_loyalty);
+        self.loyalty_error += sign as f64 * f64::from(at.loyalty_error);
         self.latency_us += sign as f64 * f64::from(at.latency_us);
         self.exit_counts[exit] += sign;
     }
@@ -138,6 +143,7 @@ impl PreparedTrace {
                 accuracy: totals.correct as f64 / n,
                 label_loyalty: totals.agree as f64 / n,
                 probability_loyalty: totals.loyalty / n,
+                probability_loyalty_error: (totals.loyalty_error / n).max(0.0),
                 early_exit_rate: exit_rates[..early].iter().sum(),
                 exit_rates,
                 mean_latency_us: totals.latency_us / n,

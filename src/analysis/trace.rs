@@ -3,6 +3,12 @@
 //! Every segment runs for every sample, so any exit policy can be evaluated afterwards. Per exit we keep
 //! what the metrics need and nothing more: the top-k classes and their probabilities (k = all classes up to
 //! [`MAX_TOP_K`]), the entropy of the full distribution, and per segment the measured latency.
+//!
+//! Beyond [`MAX_TOP_K`] classes the top-k record cannot give probability loyalty exactly (on ImageNet photos a
+//! quarter or more of the mass lies outside the top 16). Such runs also record, per sample and exit, the
+//! Jensen-Shannon divergence against the reference (base) model's full distribution, computed while both full
+//! distributions were at hand: 4 bytes per sample and exit, exact, whatever the class count. See
+//! [`ExitTrace::reference_jsd_bits`] and [`crate::analysis::loyalty`] for the bound used when it is absent.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +30,11 @@ pub struct ExitTrace {
     pub top_probs: Vec<f32>,
     /// Shannon entropy of the full distribution in nats.
     pub entropy_nats: Vec<f32>,
+    /// Jensen-Shannon divergence in bits between this exit's full distribution and the reference model's, per
+    /// sample; empty when it was not measured (then probability loyalty comes from the top-k record, with an
+    /// error bound). Measured only when the classes do not all fit in the top-k record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference_jsd_bits: Vec<f32>,
 }
 
 impl ExitTrace {
@@ -85,6 +96,11 @@ impl ExitTrace {
         let probs = self.probs(sample);
         probs[0] - probs.get(1).copied().unwrap_or(0.0)
     }
+
+    /// True when every sample has its divergence against the reference model.
+    pub fn has_reference_jsd(&self) -> bool {
+        !self.is_empty() && self.reference_jsd_bits.len() == self.len()
+    }
 }
 
 /// Everything one run recorded.
@@ -100,6 +116,9 @@ pub struct Trace {
     pub segment_latency_us: Vec<Vec<f32>>,
     /// Preprocessing time of every sample (decode, resize, normalize), microseconds.
     pub preprocess_us: Vec<f32>,
+    /// The variant whose full distributions [`ExitTrace::reference_jsd_bits`] compares with (the base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl Trace {
@@ -111,6 +130,7 @@ impl Trace {
             exits: exit_segments.iter().map(|&segment| ExitTrace::new(segment, num_classes)).collect(),
             segment_latency_us: vec![Vec::new(); num_segments],
             preprocess_us: Vec::new(),
+            reference: None,
         }
     }
 
@@ -165,6 +185,15 @@ impl Trace {
             if exit.top_classes.iter().any(|&c| usize::from(c) >= self.num_classes) {
                 return Err(format!("exit {index} holds a class index out of range"));
             }
+            if !exit.reference_jsd_bits.is_empty()
+                && (exit.reference_jsd_bits.len() != n
+                    || exit.reference_jsd_bits.iter().any(|d| !(0.0..=1.0 + 1e-6).contains(d)))
+            {
+                return Err(format!(
+                    "exit {index}'s divergences against the reference do not match the sample count or lie outside \
+                     [0, 1] bit"
+                ));
+            }
             last_segment = exit.segment;
         }
         Ok(())
@@ -196,15 +225,22 @@ impl Trace {
                     top_classes: e.top_classes[start * e.top_k..end * e.top_k].to_vec(),
                     top_probs: e.top_probs[start * e.top_k..end * e.top_k].to_vec(),
                     entropy_nats: e.entropy_nats[start..end].to_vec(),
+                    reference_jsd_bits: if e.has_reference_jsd() {
+                        e.reference_jsd_bits[start..end].to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
             segment_latency_us: self.segment_latency_us.iter().map(|s| s[start..end].to_vec()).collect(),
             preprocess_us: self.preprocess_us[start..end].to_vec(),
+            reference: self.reference.clone(),
         }
     }
 
     /// Appends the samples of `more`, which must have the same exits; returns false (and changes nothing) if
-    /// the shapes differ.
+    /// the shapes differ. Divergences against the reference survive only when both parts have them against the
+    /// same reference.
     pub fn append(&mut self, more: &Trace) -> bool {
         let same_shape = self.num_classes == more.num_classes
             && self.exits.len() == more.exits.len()
@@ -218,10 +254,27 @@ impl Trace {
         for (a, b) in self.segment_latency_us.iter_mut().zip(&more.segment_latency_us) {
             a.extend_from_slice(b);
         }
+        let was_empty = self.is_empty();
+        let keep_reference = (was_empty || self.reference == more.reference)
+            && self
+                .exits
+                .iter()
+                .zip(&more.exits)
+                .all(|(a, b)| (a.has_reference_jsd() || a.is_empty()) && (b.has_reference_jsd() || b.is_empty()));
         for (a, b) in self.exits.iter_mut().zip(&more.exits) {
             a.top_classes.extend_from_slice(&b.top_classes);
             a.top_probs.extend_from_slice(&b.top_probs);
             a.entropy_nats.extend_from_slice(&b.entropy_nats);
+            if keep_reference {
+                a.reference_jsd_bits.extend_from_slice(&b.reference_jsd_bits);
+            } else {
+                a.reference_jsd_bits.clear();
+            }
+        }
+        if !keep_reference {
+            self.reference = None;
+        } else if was_empty {
+            self.reference.clone_from(&more.reference);
         }
         true
     }

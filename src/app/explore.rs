@@ -210,7 +210,9 @@ fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>)
     }
     if let (Some(label), Some(probability)) = (outcome.label_loyalty, outcome.probability_loyalty) {
         ui.label(format!("Label loyalty: {}", percent(label)));
-        ui.label(format!("Probability loyalty: {}", percent(probability)));
+        let figure = crate::report::probability_loyalty_percent(Some(probability), outcome.probability_loyalty_error);
+        ui.label(format!("Probability loyalty: {figure} %"))
+            .on_hover_text("≈: an estimate from the top classes the trace keeps, ± the most it can be off");
     }
     let exits = outcome.exit_rates.len();
     for (exit, rate) in outcome.exit_rates.iter().enumerate() {

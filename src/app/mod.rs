@@ -590,7 +590,14 @@ impl EdgescopeApp {
             }
         };
         let total = settings.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
-        let job = Job { variant, dataset: Arc::clone(dataset), settings, mode };
+        let reference = match &mode {
+            RunMode::Trace => world.session.reference_for(&variant).unwrap_or_else(|warning| {
+                world.error(warning);
+                None
+            }),
+            RunMode::Dynamic(_) => None,
+        };
+        let job = Job { variant, dataset: Arc::clone(dataset), settings, mode, reference };
         let ctx = self.ctx.clone();
         let notify = move || ctx.request_repaint();
         let spawned = match (remote, &self.child_executable) {
@@ -692,6 +699,9 @@ impl EdgescopeApp {
                     JobMessage::Event(RunEvent::Loading) => slot.phase = "loading".into(),
                     JobMessage::Event(RunEvent::WarmingUp) => slot.phase = "warming up".into(),
                     JobMessage::Event(RunEvent::Checkpoint { .. }) => {}
+                    JobMessage::Event(RunEvent::ComparingWithReference { done, total }) => {
+                        slot.phase = format!("comparing with the base for exact loyalty ({done}/{total})");
+                    }
                     JobMessage::Event(RunEvent::Progress { done, total }) => {
                         slot.measuring_since.get_or_insert_with(std::time::Instant::now);
                         slot.phase = "measuring".into();

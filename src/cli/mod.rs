@@ -345,6 +345,11 @@ impl Progress {
                 bar.set_position(*done as u64);
                 bar.set_message("");
             }
+            RunEvent::ComparingWithReference { done, total } => {
+                bar.set_length(*total as u64);
+                bar.set_position(*done as u64);
+                bar.set_message("comparing with the base (exact loyalty)");
+            }
             RunEvent::Checkpoint { .. } => {}
         }
     }
@@ -537,11 +542,16 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let checkpoint_settings =
         RunSettings { checkpoint_every: settings.checkpoint_every.or(Some(CHECKPOINT_SAMPLES)), ..settings.clone() };
     for variant in &variants {
+        let reference = session.reference_for(variant).unwrap_or_else(|warning| {
+            eprintln!("warning: {warning}");
+            None
+        });
         let job = Job {
             variant: Arc::clone(variant),
             dataset: Arc::clone(&dataset),
             settings: checkpoint_settings.clone(),
             mode: RunMode::Trace,
+            reference,
         };
         let mut saver =
             CheckpointSaver::start(args.out.clone(), std::time::Duration::from_secs(args.save_every_s.max(1)));
@@ -601,6 +611,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
                 dataset: Arc::clone(calibration),
                 settings: RunSettings { sample_resources: false, limit: None, ..settings.clone() },
                 mode: RunMode::Trace,
+                reference: None,
             };
             let RunOutput::Trace(run) = run_job(runner.as_mut(), &job, &cancel)? else {
                 bail!("the runner returned a dynamic run for a trace job")
@@ -764,7 +775,8 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     let predicted = prepared.evaluate(&policy);
     let exit_policy = prepared.exit_of_each_sample(&policy);
 
-    let job = Job { variant, dataset: Arc::new(dataset), settings, mode: RunMode::Dynamic(policy.clone()) };
+    let job =
+        Job { variant, dataset: Arc::new(dataset), settings, mode: RunMode::Dynamic(policy.clone()), reference: None };
     let RunOutput::Dynamic(dynamic) = run_job(&mut IsolatedRunner::current_exe()?, &job, &cancel_on_signals())? else {
         bail!("the runner returned a trace for a dynamic job")
     };

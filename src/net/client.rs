@@ -401,6 +401,18 @@ impl Runner for RemoteRunner {
             segment.file = offered.hash.clone().into();
             files.push((path, offered));
         }
+        let reference = match &job.reference {
+            Some(reference) => {
+                let mut manifest = reference.manifest();
+                for segment in &mut manifest.segments {
+                    let (path, offered) = offer(&segment.file)?;
+                    segment.file = offered.hash.clone().into();
+                    files.push((path, offered));
+                }
+                Some(manifest)
+            }
+            None => None,
+        };
         let images = offer(&images)?;
         let labels = offer(&labels)?;
         let remote_job = RemoteJob {
@@ -419,10 +431,12 @@ impl Runner for RemoteRunner {
                 ..job.settings.clone()
             },
             mode: job.mode.clone(),
+            reference,
         };
         files.push(images);
         files.push(labels);
-        files.dedup_by(|a, b| a.1.hash == b.1.hash);
+        let mut seen = std::collections::HashSet::new();
+        files.retain(|file| seen.insert(file.1.hash.clone()));
 
         let mut connection = self.connect(cancel)?;
         self.upload(&mut connection, &files, cancel)?;

@@ -68,6 +68,11 @@ pub struct RemoteJob {
     pub settings: RunSettings,
     /// Trace or dynamic.
     pub mode: RunMode,
+    /// The reference variant (the base) for exact probability loyalty beyond the trace's top-k classes, its
+    /// segment files named by hash like `variant`'s. Runners that predate it ignore it (the client then shows
+    /// loyalty as an estimate with its bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Manifest>,
 }
 
 /// Client to runner.

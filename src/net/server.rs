@@ -571,17 +571,11 @@ fn receive_upload(frames: &Receiver<FrameResult>, shared: &Shared, hash: &str, s
 
 /// Builds the variant and dataset from cached files.
 fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
-    let mut manifest = job.variant;
-    for segment in &mut manifest.segments {
-        let hash = segment.file.to_string_lossy().into_owned();
-        if !protocol::is_hash(&hash) {
-            return Err(format!("segment file {hash:?} is not a content hash"));
-        }
-        segment.file = cache.join(&hash);
-        touch(&segment.file);
-    }
-    let source = PathBuf::from(format!("{} (received)", manifest.name));
-    let variant = Variant::from_manifest(manifest, &source, cache).map_err(|e| e.to_string())?;
+    let variant = cached_variant(job.variant, cache)?;
+    let reference = match job.reference {
+        Some(manifest) => Some(Arc::new(cached_variant(manifest, cache)?)),
+        None => None,
+    };
     let remote = job.dataset;
     // One preprocessed sample is allocated per inference: a forged resize or crop must not ask for gigabytes.
     for [height, width] in [remote.preprocess.resize, remote.preprocess.center_crop].into_iter().flatten() {
@@ -613,7 +607,27 @@ fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
     };
     let dataset = Dataset::from_spec(spec, &PathBuf::from(format!("{} (received)", remote.name)), cache)
         .map_err(|e| e.to_string())?;
-    Ok(Job { variant: Arc::new(variant), dataset: Arc::new(dataset), settings: job.settings, mode: job.mode })
+    Ok(Job {
+        variant: Arc::new(variant),
+        dataset: Arc::new(dataset),
+        settings: job.settings,
+        mode: job.mode,
+        reference,
+    })
+}
+
+/// A received manifest whose segment files are named by content hash, opened on the cached files.
+fn cached_variant(mut manifest: crate::model::Manifest, cache: &Path) -> Result<Variant, String> {
+    for segment in &mut manifest.segments {
+        let hash = segment.file.to_string_lossy().into_owned();
+        if !protocol::is_hash(&hash) {
+            return Err(format!("segment file {hash:?} is not a content hash"));
+        }
+        segment.file = cache.join(&hash);
+        touch(&segment.file);
+    }
+    let source = PathBuf::from(format!("{} (received)", manifest.name));
+    Variant::from_manifest(manifest, &source, cache).map_err(|e| e.to_string())
 }
 
 /// Releases the busy flag when a job ends, however it ends.

@@ -151,6 +151,12 @@ pub fn run_notes(info: &RunInfo) -> Vec<String> {
     if info.skipped.len() > 10 {
         notes.push(format!("... and {} more skipped (edgescope samples lists them all)", info.skipped.len() - 10));
     }
+    if let Some(failure) = &info.reference_failure {
+        notes.push(format!(
+            "probability loyalty is a top-{} estimate (shown with ≈): {failure}",
+            crate::analysis::trace::MAX_TOP_K
+        ));
+    }
     if let Some(resources) = info.resources.as_ref().filter(|r| r.is_noisy()) {
         notes.push(format!(
             "noisy: other processes used {:.0} % of the CPU during the run (load average {:.2}); its latencies \
@@ -253,6 +259,15 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
     rows
 }
 
+/// Probability loyalty in percent with two decimals; marked approximate ("≈", with its bound) when the figure
+/// may be off by more than half the last shown digit (a top-k estimate; see `analysis::loyalty`).
+pub fn probability_loyalty_percent(value: Option<f64>, error: Option<f64>) -> String {
+    match (value, error) {
+        (Some(v), Some(e)) if e > 0.5e-4 => format!("≈{:.2} (±{:.2})", v * 100.0, e * 100.0),
+        (value, _) => percent(value),
+    }
+}
+
 fn percent(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{:.2}", v * 100.0))
 }
@@ -331,7 +346,7 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
                 cells.extend([
                     percent(r.outcome.top5_accuracy),
                     percent(r.outcome.label_loyalty),
-                    percent(r.outcome.probability_loyalty),
+                    probability_loyalty_percent(r.outcome.probability_loyalty, r.outcome.probability_loyalty_error),
                     early_exit_rate_cell(r),
                 ]);
                 cells
@@ -603,7 +618,15 @@ pub fn sweep_csv(sweep: &Sweep, criterion: Criterion) -> String {
     let exits = sweep.points.first().map_or(0, |p| p.exit_rates.len());
     let mut header: Vec<String> = vec![format!("threshold_{}", criterion.name().replace('-', "_"))];
     header.extend(
-        ["accuracy", "label_loyalty", "probability_loyalty", "early_exit_rate", "mean_latency_us"].map(String::from),
+        [
+            "accuracy",
+            "label_loyalty",
+            "probability_loyalty",
+            "probability_loyalty_error",
+            "early_exit_rate",
+            "mean_latency_us",
+        ]
+        .map(String::from),
     );
     header.extend(
         (0..exits).map(|e| if e + 1 == exits { "exit_rate_final".to_string() } else { format!("exit_rate_{}", e + 1) }),
@@ -616,6 +639,7 @@ pub fn sweep_csv(sweep: &Sweep, criterion: Criterion) -> String {
             format!("{:.6}", p.accuracy),
             if sweep.has_base { format!("{:.6}", p.label_loyalty) } else { String::new() },
             if sweep.has_base { format!("{:.6}", p.probability_loyalty) } else { String::new() },
+            if sweep.has_base { format!("{:.6}", p.probability_loyalty_error) } else { String::new() },
             format!("{:.6}", p.early_exit_rate),
             format!("{:.3}", p.mean_latency_us),
         ];

@@ -135,6 +135,11 @@ impl LoadedVariant {
         self.segments.len()
     }
 
+    /// Number of exits (the final one included).
+    pub fn exit_count(&self) -> usize {
+        self.exit_kinds.len()
+    }
+
     /// What each exit holds, in depth order, as settled by [`Self::confirm_output_kinds`].
     pub fn exit_kinds(&self) -> Vec<OutputKind> {
         self.exit_kinds.iter().map(|(kind, _)| *kind).collect()

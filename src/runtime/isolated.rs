@@ -38,6 +38,9 @@ struct ChildRequest {
     dataset: PathBuf,
     settings: RunSettings,
     mode: RunMode,
+    /// The reference variant (manifest and where it was read from), when the job names one.
+    #[serde(default)]
+    reference: Option<(Manifest, PathBuf)>,
 }
 
 /// One line from the child.
@@ -119,6 +122,7 @@ fn drive_child(
             ..job.settings.clone()
         },
         mode: job.mode.clone(),
+        reference: job.reference.as_ref().map(|r| (r.manifest(), r.source.clone())),
     };
     let mut stdin = child.stdin.take().ok_or_else(|| child_failed("no stdin"))?;
     let stdout = child.stdout.take().ok_or_else(|| child_failed("no stdout"))?;
@@ -306,10 +310,17 @@ fn open_job(request: &ChildRequest) -> Result<Job, String> {
     let variant = Variant::from_manifest(request.manifest.clone(), &request.variant_source, Path::new(""))
         .map_err(|e| e.to_string())?;
     let dataset = Dataset::open(&request.dataset).map_err(|e| e.to_string())?;
+    let reference = match &request.reference {
+        Some((manifest, source)) => {
+            Some(Arc::new(Variant::from_manifest(manifest.clone(), source, Path::new("")).map_err(|e| e.to_string())?))
+        }
+        None => None,
+    };
     Ok(Job {
         variant: Arc::new(variant),
         dataset: Arc::new(dataset),
         settings: request.settings.clone(),
         mode: request.mode.clone(),
+        reference,
     })
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::RuntimeError;
 use super::device::DeviceRecord;
 use super::engine::{LoadedVariant, ProviderChoice};
+use super::reference::{ReferencePass, needs_reference_pass};
 use super::sampler::{ResourceSampler, ResourceTimeline};
 use crate::analysis::policy::Policy;
 use crate::analysis::trace::Trace;
@@ -81,6 +82,9 @@ pub struct Job {
     pub settings: RunSettings,
     /// Trace or dynamic.
     pub mode: RunMode,
+    /// The variant loyalty is measured against (the base), when the trace cannot hold every class: a trace
+    /// run then measures the divergence of every sample against it (see [`super::reference`]).
+    pub reference: Option<Arc<Variant>>,
 }
 
 /// What a runner reports while it works.
@@ -97,6 +101,14 @@ pub enum RunEvent {
         /// Samples done.
         done: usize,
         /// Samples in the job.
+        total: usize,
+    },
+    /// After the measured loop: samples compared with the reference variant so far (untimed; see
+    /// [`super::reference`]). Sent only for jobs that name a reference.
+    ComparingWithReference {
+        /// Samples done.
+        done: usize,
+        /// Samples to compare.
         total: usize,
     },
     /// The samples measured since the previous checkpoint (trace mode, when `checkpoint_every` is set).
@@ -159,6 +171,10 @@ pub struct RunInfo {
     pub failure: Option<String>,
     /// What each exit held (softmax applied to logits only), in depth order.
     pub output_kinds: Vec<OutputKind>,
+    /// Why probability loyalty is an estimate although a reference was named (the reference pass failed or was
+    /// cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_failure: Option<String>,
     /// True when the run had a fresh process of its own ([`super::isolated::IsolatedRunner`]): its peak RSS is
     /// then the memory of running this variant alone.
     #[serde(default)]
@@ -607,6 +623,32 @@ fn run_local(
     info.resources = resources;
     info.complete = failure.is_none() && done == total && !cancel.is_cancelled();
     info.failure = failure.map(|e| format!("stopped after {measured} measured samples: {e}"));
+    if let (RunOutput::Trace(run), Some(reference)) = (&mut output, &job.reference)
+        && needs_reference_pass(variant, reference)
+        && !run.trace.is_empty()
+        && !cancel.is_cancelled()
+    {
+        let indices = run.info.measured_indices(run.trace.len());
+        let pass = ReferencePass {
+            loaded: &mut loaded,
+            reference,
+            dataset,
+            indices: &indices,
+            settings,
+            cancel,
+            run_options: &run_options,
+        };
+        if let Err(e) = pass.run(&mut run.trace, events) {
+            for exit in &mut run.trace.exits {
+                exit.reference_jsd_bits.clear();
+            }
+            run.trace.reference = None;
+            run.info.reference_failure = Some(match e {
+                RuntimeError::Cancelled => "cancelled while comparing with the reference".into(),
+                e => format!("comparing with reference {} failed: {e}", reference.name),
+            });
+        }
+    }
     Ok(output)
 }
 

@@ -6,6 +6,9 @@
 //! and `..` resolved by the file system), whatever the working directory.
 //!
 //! Version history: 1 — first version (columns gained an optional `crc32` later; files without it still load).
+//! 2 — traces may carry, per exit, the Jensen-Shannon divergence of every sample against the base's full
+//! distribution (`reference_jsd_bits`, plus the trace's `reference`), which makes probability loyalty exact beyond
+//! the top-k classes; version 1 files load unchanged (their loyalty is the top-k estimate with its bound).
 
 mod columns;
 mod finite;
@@ -27,7 +30,7 @@ use crate::runtime::{DynamicRun, RunInfo, TraceRun};
 /// Format name at the top of every session file.
 pub const SESSION_FORMAT: &str = "edgescope-session";
 /// Newest session version this build reads and writes.
-pub const SESSION_VERSION: u32 = 1;
+pub const SESSION_VERSION: u32 = 2;
 
 /// Why a session could not be read or written. Each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +248,21 @@ impl Session {
         entry.base.clone().or_else(|| entry.has_tag("base").then(|| entry.name.clone())).or_else(|| self.base.clone())
     }
 
+    /// The variant a trace run of `variant` is compared with during the run (see
+    /// [`crate::runtime::reference`]): its base, opened, when the trace cannot hold every class. `Ok(None)` when
+    /// no comparison is needed; an error when the base cannot be opened (the run can go on without it).
+    pub fn reference_for(&self, variant: &Variant) -> Result<Option<std::sync::Arc<Variant>>, String> {
+        if variant.num_classes <= crate::analysis::trace::MAX_TOP_K {
+            return Ok(None);
+        }
+        let Some(base) = self.base_of(&variant.name).filter(|b| *b != variant.name) else { return Ok(None) };
+        let Some(entry) = self.variant(&base) else { return Ok(None) };
+        let reference = entry.open().map_err(|e| {
+            format!("base {base} cannot be opened ({e}); probability loyalty of {} will be an estimate", variant.name)
+        })?;
+        Ok(crate::runtime::reference::needs_reference_pass(variant, &reference).then(|| std::sync::Arc::new(reference)))
+    }
+
     /// The run of `variant` made on the same dataset, device, provider and sample limit as `like`.
     pub fn matching_run(&self, variant: &str, like: &RunInfo) -> Option<&TraceRun> {
         self.runs.iter().find(|r| {
@@ -305,7 +323,7 @@ impl Session {
                 supported: SESSION_VERSION,
             });
         }
-        // Version 1 is the only one so far; older versions would be migrated here.
+        // Version 2 only added optional fields, so one reader takes both; older versions would be migrated here.
         if version == 0 {
             return Err(corrupt("it claims version 0, which never existed".into()));
         }
@@ -331,6 +349,7 @@ impl Session {
             for (exit, e) in trace.exits.iter().enumerate() {
                 columns.push((format!("exits[{exit}].top_probs"), e.top_probs.as_slice()));
                 columns.push((format!("exits[{exit}].entropy_nats"), e.entropy_nats.as_slice()));
+                columns.push((format!("exits[{exit}].reference_jsd_bits"), e.reference_jsd_bits.as_slice()));
             }
             for (name, values) in columns {
                 if let Some(at) = Column::first_non_finite(values) {
@@ -446,6 +465,9 @@ struct StoredExit {
     top_classes: Column,
     top_probs: Column,
     entropy_nats: Column,
+    /// Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_jsd_bits: Option<Column>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -455,6 +477,9 @@ struct StoredTrace {
     preprocess_us: Column,
     segment_latency_us: Vec<Column>,
     exits: Vec<StoredExit>,
+    /// Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
 }
 
 /// A trace run in its compact form (columns), as sessions store it and runners send it.
@@ -543,8 +568,10 @@ impl StoredTrace {
                     top_classes: Column::encode(&e.top_classes),
                     top_probs: Column::encode(&e.top_probs),
                     entropy_nats: Column::encode(&e.entropy_nats),
+                    reference_jsd_bits: e.has_reference_jsd().then(|| Column::encode(&e.reference_jsd_bits)),
                 })
                 .collect(),
+            reference: trace.reference.clone(),
         }
     }
 
@@ -564,9 +591,11 @@ impl StoredTrace {
                         top_classes: e.top_classes.decode()?,
                         top_probs: e.top_probs.decode()?,
                         entropy_nats: e.entropy_nats.decode()?,
+                        reference_jsd_bits: e.reference_jsd_bits.as_ref().map_or(Ok(Vec::new()), Column::decode)?,
                     })
                 })
                 .collect::<Result<_, String>>()?,
+            reference: self.reference.clone(),
         };
         trace.validate()?;
         Ok(trace)

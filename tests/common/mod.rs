@@ -36,6 +36,7 @@ pub fn job(variant: &str, dataset: &str, mode: RunMode) -> Job {
         dataset: Arc::new(Dataset::open(&fixture(dataset)).expect("fixture dataset opens")),
         settings: quick_settings(),
         mode,
+        reference: None,
     }
 }
 
