@@ -82,6 +82,32 @@ fn version_1_fixture_still_loads() {
 }
 
 #[test]
+fn version_2_fixture_loads_with_its_divergences_and_version_1_is_rewritten_as_2() {
+    let session = Session::load(&fixture("sessions/v2.json")).expect("v2 session loads");
+    let dq = session.runs.iter().find(|r| r.info.variant == "wide/dq").expect("dq run");
+    assert_eq!(dq.trace.reference.as_deref(), Some("wide/base"));
+    assert!(dq.trace.exits[0].has_reference_jsd());
+    let base = session.runs.iter().find(|r| r.info.variant == "wide/base").expect("base run");
+    let outcome = edgescope::analysis::PreparedTrace::new(
+        &dq.trace,
+        Some(&base.trace),
+        edgescope::analysis::Criterion::MaxProbability,
+    )
+    .evaluate(&edgescope::analysis::Policy::never_exit(edgescope::analysis::Criterion::MaxProbability, 0));
+    assert_eq!(outcome.probability_loyalty_error, Some(0.0), "the divergences make it exact");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = Session::load(&fixture("sessions/v1.json")).expect("v1 loads");
+    let resaved = dir.path().join("resaved.json");
+    old.save(&resaved).expect("saves");
+    let text = std::fs::read_to_string(&resaved).expect("read");
+    assert!(text.contains("\"version\": 2"), "saved as the newest version");
+    let again = Session::load(&resaved).expect("loads again");
+    assert_eq!(again.runs.len(), old.runs.len());
+    assert!(again.runs.iter().all(|r| r.trace.reference.is_none()), "nothing invented for old traces");
+}
+
+#[test]
 fn large_traces_stay_compact_on_disk() {
     // 2 000 samples x 1 000 classes x 4 exits of pseudo-random distributions, the worst case for compression.
     let (samples, classes) = (2_000, 1_000);

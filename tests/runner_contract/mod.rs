@@ -15,6 +15,47 @@ pub fn check_runner(make: &dyn Fn() -> Box<dyn Runner>) {
     dynamic_runs_take_the_exits_the_trace_predicts(&mut *make());
     cancel_stops_a_run_and_keeps_what_was_measured(&mut *make());
     device_record_names_onnx_runtime(&mut *make());
+    wide_models_are_compared_with_their_reference(&mut *make());
+}
+
+/// Beyond the trace's top-k classes the runner compares every sample with the reference (base) model: the
+/// divergences arrive with the trace and give Python's exact probability loyalty (tests/fixtures/wide).
+fn wide_models_are_compared_with_their_reference(runner: &mut dyn Runner) {
+    let text = std::fs::read_to_string(crate::common::fixture("wide/expected.json")).expect("wide/expected.json");
+    let expected: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let base = trace(runner, &job("wide/wide_base.toml", "wide/dataset.toml", RunMode::Trace));
+    let mut dq = job("wide/wide_dq.toml", "wide/dataset.toml", RunMode::Trace);
+    dq.settings.limit = Some(200);
+    dq.reference = Some(std::sync::Arc::new(
+        edgescope::model::Variant::open(&crate::common::fixture("wide/wide_base.toml")).expect("base opens"),
+    ));
+    let mut comparing = 0;
+    let run = match runner
+        .run(
+            &dq,
+            &mut |event| {
+                if let RunEvent::ComparingWithReference { done, total } = event {
+                    assert!(done <= total && total == 200);
+                    comparing += 1;
+                }
+            },
+            &CancelToken::new(),
+        )
+        .expect("run")
+    {
+        RunOutput::Trace(run) => run,
+        RunOutput::Dynamic(_) => panic!("trace job returned a dynamic run"),
+    };
+    assert!(comparing > 0, "no progress while comparing");
+    assert_eq!(run.trace.reference.as_deref(), Some("wide/base"));
+    assert!(run.trace.exits[0].has_reference_jsd() && run.trace.len() == 200);
+    let outcome = PreparedTrace::new(&run.trace, Some(&base.trace.head(200)), Criterion::Entropy)
+        .evaluate(&Policy::never_exit(Criterion::Entropy, 0));
+    assert_eq!(outcome.probability_loyalty_error, Some(0.0));
+    // The fixture's reference is over 500 samples; over the first 200 the loyalty is the mean of the same
+    // per-sample values, so it only has to be close, and exact figures are checked in engine_fidelity.
+    let full = expected["variants"]["wide/dq"]["probability_loyalty"].as_f64().expect("number");
+    assert!((outcome.probability_loyalty.expect("loyalty") - full).abs() < 0.01);
 }
 
 fn single_graphs_match_python_onnxruntime(runner: &mut dyn Runner) {
