@@ -138,3 +138,88 @@ fn large_traces_stay_compact_on_disk() {
     // 50 000 samples x 4 exits at this rate stays far below 1 GB.
     assert!(per_sample_exit < 160.0, "{per_sample_exit:.1} bytes per sample and exit");
 }
+
+/// Writes an image folder under `root`: `classes` sub-folders, each with copies of one fixture PNG named
+/// `names`, and returns the spec path.
+fn image_folder(root: &std::path::Path, classes: &[&str], names: &[&str], spec_extra: &str) -> std::path::PathBuf {
+    let png = fixture("folder/0_T-shirt_top/test005_gray.png");
+    for class in classes {
+        for name in names {
+            let path = root.join(class).join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&png, &path).expect("copy");
+        }
+    }
+    let spec = root.join("dataset.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "format = \"edgescope-dataset\"\nversion = 3\nname = \"folder\"\nkind = \"folder\"\n{spec_extra}\n\
+             [preprocess]\nscale = 0.00392156862745098\nmean = [0.5]\nstd = [0.5]\nlayout = \"nchw\"\n\
+             channels = 1\nresize = [28, 28]\n"
+        ),
+    )
+    .expect("spec");
+    spec
+}
+
+#[test]
+fn folder_labels_follow_torchvision_image_folder() {
+    // Twelve classes with numeric prefixes: ImageFolder sorts the names, so "10_k" is label 1, not 10.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let classes: Vec<String> = (0..12).map(|i| format!("{i}_{}", (b'a' + i as u8) as char)).collect();
+    let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
+    // Images in nested folders and with upper-case endings count too; other files do not.
+    let spec = image_folder(dir.path(), &class_refs, &["b.png", "a.PNG", "deeper/c.png", "notes.txt"], "");
+    let dataset = Dataset::open(&spec).expect("opens");
+    let mut sorted = classes.clone();
+    sorted.sort();
+    assert_eq!(dataset.classes, sorted);
+    assert_eq!(dataset.classes[1], "10_k");
+    assert_eq!(dataset.len(), 36);
+    assert_eq!(&dataset.labels[3..6], &[1, 1, 1]);
+    // Within a class: the class folder's own files (sorted: "a.PNG" before "b.png"), then sub-folders.
+    let order: Vec<String> = (0..3)
+        .map(|i| {
+            let path = dataset.sample_source(i).expect("file");
+            path.strip_prefix(dir.path().join("0_a")).expect("in class 0").display().to_string()
+        })
+        .collect();
+    assert_eq!(order, ["a.PNG", "b.png", "deeper/c.png"]);
+
+    // Naming the classes in the spec: their count must match the folders, or every later label would shift.
+    let spec = image_folder(dir.path(), &[], &[], "classes = [\"one\", \"two\"]");
+    let error = Dataset::open(&spec).expect_err("12 folders, 2 names").to_string();
+    assert!(error.contains("12 class sub-folders") && error.contains("class_folders"), "{error}");
+}
+
+#[test]
+fn class_folders_file_maps_a_validation_subset_of_1000_classes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // ImageNet's LOC_synset_mapping.txt layout: "<wnid> <names>" per line, label = line number.
+    let mapping: String = (0..1000).map(|i| format!("n{:08} class number {i}\n", 1_440_764 + i * 7)).collect();
+    std::fs::write(dir.path().join("synsets.txt"), mapping).expect("mapping");
+    let present = ["n01440764", "n01441324", "n01447750"]; // labels 0, 80 and 998 (see the formula)
+    let spec = image_folder(dir.path(), &present, &["x.png"], "class_folders = \"synsets.txt\"");
+    let dataset = Dataset::open(&spec).expect("opens");
+    assert_eq!(dataset.classes.len(), 1000);
+    assert_eq!(dataset.classes[80], "class number 80");
+    assert_eq!(dataset.labels, vec![0, 80, 998]);
+
+    // A folder the mapping does not name is an error naming it; so is the field in an older spec version.
+    std::fs::create_dir_all(dir.path().join("n99999999")).expect("mkdir");
+    let error = Dataset::open(&spec).expect_err("unmapped folder").to_string();
+    assert!(error.contains("n99999999") && error.contains("synsets.txt"), "{error}");
+    std::fs::remove_dir(dir.path().join("n99999999")).expect("rmdir");
+    let text = std::fs::read_to_string(&spec).expect("spec").replace("version = 3", "version = 2");
+    std::fs::write(&spec, text).expect("spec");
+    let error = Dataset::open(&spec).expect_err("version 2").to_string();
+    assert!(error.contains("version = 3"), "{error}");
+
+    // [folder_labels] inline.
+    let inline = tempfile::tempdir().expect("temp dir");
+    let spec = image_folder(inline.path(), &["cat", "dog"], &["x.png"], "[folder_labels]\ncat = 281\ndog = 207");
+    let dataset = Dataset::open(&spec).expect("opens");
+    assert_eq!(dataset.labels, vec![281, 207]);
+    assert_eq!(dataset.classes.len(), 282);
+}

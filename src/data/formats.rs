@@ -204,33 +204,113 @@ pub(super) struct FolderScan {
     pub classes: Vec<String>,
 }
 
-/// Scans an image folder: sorted sub-folders are the classes, their PNG/JPEG files (sorted) the samples.
-pub(super) fn scan_folder(root: &Path) -> Result<FolderScan, DataError> {
+/// How class sub-folders become labels.
+#[derive(Debug)]
+pub(super) enum FolderLabels {
+    /// torchvision's ImageFolder: the i-th sub-folder in sorted order is label i; `classes` (when given) names
+    /// them, and then their counts must agree.
+    Sorted { classes: Vec<String> },
+    /// Each sub-folder's label by name (from `file`); every sub-folder must be named, some may be missing.
+    Named { labels: std::collections::BTreeMap<String, u32>, classes: Vec<String>, file: PathBuf },
+}
+
+/// File endings torchvision's ImageFolder takes as images (case-insensitive). Only PNG and JPEG are decoded;
+/// the others are listed as samples that a run skips with a clear reason, so sample indices equal the user's
+/// Python ones.
+const IMAGE_FOLDER_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+
+/// Scans an image folder as torchvision's ImageFolder does: class sub-folders sorted by name (see
+/// [`FolderLabels`] for their labels), then within each, every directory below it in sorted order of its path
+/// (`sorted(os.walk(..., followlinks=True))`) and its image files in sorted order.
+pub(super) fn scan_folder(root: &Path, labelling: &FolderLabels) -> Result<FolderScan, DataError> {
     let io = |source| DataError::Io { path: root.to_path_buf(), source };
-    let mut class_dirs: Vec<PathBuf> =
-        std::fs::read_dir(root).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut class_dirs: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .map(|p| (p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), p))
+        .collect();
+    // Python sorts the names as strings: code point order, which is UTF-8 byte order.
     class_dirs.sort();
     if class_dirs.is_empty() {
         return Err(invalid(root, "an image-folder dataset needs one sub-folder per class"));
     }
+    let classes = match labelling {
+        FolderLabels::Sorted { classes } if classes.is_empty() => class_dirs.iter().map(|(n, _)| n.clone()).collect(),
+        FolderLabels::Sorted { classes } => {
+            if classes.len() != class_dirs.len() {
+                return Err(invalid(
+                    root,
+                    format!(
+                        "holds {} class sub-folders but the spec's `classes` names {}; labels follow the sorted \
+                         sub-folders (as torchvision's ImageFolder), so a missing folder would shift every label \
+                         after it. Map folders to labels with class_folders = FILE or [folder_labels] (spec \
+                         version 3)",
+                        class_dirs.len(),
+                        classes.len()
+                    ),
+                ));
+            }
+            classes.clone()
+        }
+        FolderLabels::Named { classes, .. } => classes.clone(),
+    };
     let mut paths = Vec::new();
     let mut labels = Vec::new();
-    let mut classes = Vec::new();
-    for (label, dir) in class_dirs.iter().enumerate() {
-        classes.push(dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| DataError::Io { path: dir.clone(), source })?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-            })
-            .collect();
-        files.sort();
-        labels.extend(std::iter::repeat_n(label as u32, files.len()));
+    for (index, (name, dir)) in class_dirs.iter().enumerate() {
+        let label = match labelling {
+            FolderLabels::Sorted { .. } => index as u32,
+            FolderLabels::Named { labels, file, .. } => *labels.get(name).ok_or_else(|| {
+                invalid(
+                    root,
+                    format!("sub-folder {name:?} has no label in {}; add it there or move it away", file.display()),
+                )
+            })?,
+        };
+        let files = images_below(dir)?;
+        labels.extend(std::iter::repeat_n(label, files.len()));
         paths.extend(files);
     }
     Ok(FolderScan { paths, labels, classes })
+}
+
+/// The image files in `dir` and every directory below it (links followed), in ImageFolder's order.
+fn images_below(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut directories: Vec<(String, PathBuf)> = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    let mut visited = std::collections::BTreeSet::new();
+    while let Some(current) = pending.pop() {
+        // A link cycle would walk forever; each real directory is visited once.
+        if !visited.insert(std::fs::canonicalize(&current).unwrap_or_else(|_| current.clone())) {
+            continue;
+        }
+        let entries = std::fs::read_dir(&current).map_err(|source| DataError::Io { path: current.clone(), source })?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            }
+        }
+        directories.push((current.to_string_lossy().into_owned(), current));
+    }
+    directories.sort();
+    let mut files = Vec::new();
+    for (_, directory) in directories {
+        let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(&directory)
+            .map_err(|source| DataError::Io { path: directory.clone(), source })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                !p.is_dir()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| IMAGE_FOLDER_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .map(|p| (p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()), p))
+            .collect();
+        names.sort();
+        files.extend(names.into_iter().map(|(_, p)| p));
+    }
+    Ok(files)
 }

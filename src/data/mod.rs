@@ -20,8 +20,10 @@ pub use preprocess::{Interpolation, Layout, Pixels, Preprocess, Size, Transform}
 /// Format name of dataset specs.
 pub const DATASET_FORMAT: &str = "edgescope-dataset";
 /// Newest dataset spec version this build reads: 2 added `[preprocess] transforms`, the ordered torchvision
-/// pipeline (version 1's fixed fields still read, with the meaning `preprocess.rs` documents).
-pub const DATASET_VERSION: u32 = 2;
+/// pipeline (version 1's fixed fields still read, with the meaning `preprocess.rs` documents); 3 added, for image
+/// folders, `class_folders` (a file naming the sub-folder of every label, e.g. ImageNet's
+/// LOC_synset_mapping.txt) and `[folder_labels]` (sub-folder name = label).
+pub const DATASET_VERSION: u32 = 3;
 
 /// Why a dataset could not be used. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +103,18 @@ pub struct DatasetSpec {
     /// Folder holding one sub-folder per class (folder datasets), relative to the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
-    /// Class names in label order. For folders: the sub-folder of class i is the i-th in sorted order.
+    /// Class names in label order. For folders, unless `class_folders` or `folder_labels` says otherwise, the
+    /// sub-folder of label i is the i-th in sorted order (torchvision's ImageFolder), so their counts must agree.
     #[serde(default)]
     pub classes: Vec<String>,
+    /// Folders (version 3): a text file, relative to the spec, whose line i names the sub-folder of label i,
+    /// optionally followed by whitespace and the class name (ImageNet's LOC_synset_mapping.txt as is). Class
+    /// folders may then be missing (a validation subset) without shifting any label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_folders: Option<PathBuf>,
+    /// Folders (version 3): sub-folder name = label, for every sub-folder.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub folder_labels: std::collections::BTreeMap<String, u32>,
     /// Preprocessing.
     #[serde(default)]
     pub preprocess: Preprocess,
@@ -150,7 +161,7 @@ impl Dataset {
                 return Self::from_spec_file(&spec);
             }
             let name = file_name(path);
-            let scan = formats::scan_folder(path)?;
+            let scan = formats::scan_folder(path, &formats::FolderLabels::Sorted { classes: Vec::new() })?;
             return Self::from_files(name, path, scan, Preprocess::default());
         }
         if !path.exists() {
@@ -175,6 +186,8 @@ impl Dataset {
             labels: Some(labels_path),
             root: None,
             classes: Vec::new(),
+            class_folders: None,
+            folder_labels: Default::default(),
             preprocess: Preprocess::default(),
         };
         Self::from_spec(spec, path, Path::new(""))
@@ -192,6 +205,9 @@ impl Dataset {
         if spec.version < 2 && !spec.preprocess.transforms.is_empty() {
             return Err(invalid(source, "[preprocess] transforms needs `version = 2`; set it"));
         }
+        if spec.version < 3 && (spec.class_folders.is_some() || !spec.folder_labels.is_empty()) {
+            return Err(invalid(source, "class_folders and [folder_labels] need `version = 3`; set it"));
+        }
         spec.preprocess.validate().map_err(|reason| invalid(source, format!("[preprocess]: {reason}")))?;
         let need = |p: &Option<PathBuf>, what: &str| {
             p.as_ref()
@@ -201,10 +217,8 @@ impl Dataset {
         let mut dataset = match spec.kind {
             DatasetKind::Folder => {
                 let root = spec.root.as_ref().map_or_else(|| directory.to_path_buf(), |r| directory.join(r));
-                let mut scan = formats::scan_folder(&root)?;
-                if !spec.classes.is_empty() {
-                    scan.classes = spec.classes.clone();
-                }
+                let labels = folder_labels(&spec, source, directory)?;
+                let scan = formats::scan_folder(&root, &labels)?;
                 Self::from_files(spec.name.clone(), source, scan, spec.preprocess.clone())?
             }
             DatasetKind::Idx | DatasetKind::Npy => {
@@ -452,6 +466,71 @@ fn sibling_labels(images: &Path) -> Option<PathBuf> {
     let name = images.file_name()?.to_string_lossy().into_owned();
     let candidate = name.replace("images", "labels").replace("idx3", "idx1");
     (candidate != name).then(|| images.with_file_name(candidate))
+}
+
+/// How the sub-folders of a folder dataset map to labels.
+fn folder_labels(spec: &DatasetSpec, source: &Path, directory: &Path) -> Result<formats::FolderLabels, DataError> {
+    if spec.class_folders.is_some() && !spec.folder_labels.is_empty() {
+        return Err(invalid(source, "give class_folders or [folder_labels], not both"));
+    }
+    if let Some(file) = &spec.class_folders {
+        let path = directory.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+        let mut labels = std::collections::BTreeMap::new();
+        let mut names = Vec::new();
+        for (line_index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (folder, name) = line.split_once(char::is_whitespace).unwrap_or((line, line));
+            let label = names.len() as u32;
+            if labels.insert(folder.to_string(), label).is_some() {
+                return Err(invalid(&path, format!("line {} names folder {folder:?} a second time", line_index + 1)));
+            }
+            names.push(name.trim().to_string());
+        }
+        if names.is_empty() {
+            return Err(invalid(&path, "names no class folder (one folder name per line, label = line order)"));
+        }
+        if !spec.classes.is_empty() && spec.classes.len() != names.len() {
+            return Err(invalid(
+                source,
+                format!(
+                    "`classes` names {} classes but {} names {} folders",
+                    spec.classes.len(),
+                    path.display(),
+                    names.len()
+                ),
+            ));
+        }
+        let classes = if spec.classes.is_empty() { names } else { spec.classes.clone() };
+        return Ok(formats::FolderLabels::Named { labels, classes, file: path });
+    }
+    if !spec.folder_labels.is_empty() {
+        let count = spec.folder_labels.values().max().map_or(0, |&m| m as usize + 1).max(spec.classes.len());
+        let classes = if spec.classes.is_empty() {
+            let mut classes: Vec<String> = (0..count).map(|i| format!("class {i}")).collect();
+            for (folder, &label) in &spec.folder_labels {
+                classes[label as usize] = folder.clone();
+            }
+            classes
+        } else {
+            spec.classes.clone()
+        };
+        if let Some((folder, label)) = spec.folder_labels.iter().find(|(_, l)| **l as usize >= classes.len()) {
+            return Err(invalid(
+                source,
+                format!("[folder_labels] gives {folder:?} label {label} but `classes` names only {}", classes.len()),
+            ));
+        }
+        return Ok(formats::FolderLabels::Named {
+            labels: spec.folder_labels.clone(),
+            classes,
+            file: source.to_path_buf(),
+        });
+    }
+    Ok(formats::FolderLabels::Sorted { classes: spec.classes.clone() })
 }
 
 /// Parses a dataset spec, checking its format and version first.

@@ -603,6 +603,8 @@ fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
         labels: Some(cache.join(&remote.labels)),
         root: None,
         classes: remote.classes,
+        class_folders: None,
+        folder_labels: Default::default(),
         preprocess: remote.preprocess,
     };
     let dataset = Dataset::from_spec(spec, &PathBuf::from(format!("{} (received)", remote.name)), cache)
