@@ -335,7 +335,7 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
     ui.columns(2, |columns| {
         let ui = &mut columns[0];
         ui.strong("Predicted latency by exit");
-        histogram_ui(ui, per_sample, height);
+        histogram_ui(ui, per_sample, policy.thresholds.len() + 1, height);
         let ui = &mut columns[1];
         changed_samples_ui(ui, world, index, per_sample);
     });
@@ -367,7 +367,9 @@ fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(
     points
 }
 
-fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], height: f32) {
+/// Stacked latency histogram, one series per exit; `exit_count` counts the final exit, so "final exit" names
+/// only the samples that reached the last segment, whichever exits the others took.
+fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], exit_count: usize, height: f32) {
     if samples.is_empty() {
         return;
     }
@@ -377,7 +379,7 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], height: f32) {
     let max_us = (p99 * 1.25).max(1.0);
     let bins = 40usize;
     let width_ms = f64::from(max_us) / 1000.0 / bins as f64;
-    let exits = samples.iter().map(|s| usize::from(s.0)).max().unwrap_or(0) + 1;
+    let exits = exit_count.max(samples.iter().map(|s| usize::from(s.0)).max().unwrap_or(0) + 1);
     let mut counts = vec![vec![0usize; bins]; exits];
     for &(exit, latency) in samples {
         let bin = ((latency / max_us) * (bins as f32 - 1e-3)) as usize;
