@@ -143,11 +143,11 @@ impl PreparedTrace {
             let preprocess_us = trace.preprocess_us[sample];
             for (index, exit) in trace.exits.iter().enumerate() {
                 let latency_us = trace.latency_to_exit_us(sample, index);
-                let (flags, jsd) = judge(exit, sample, label, base_final, num_classes);
-                let jsd = if measured_divergence[index] {
-                    BoundedJsd::exact(f64::from(exit.reference_jsd_bits[sample]))
-                } else {
-                    jsd
+                let flags = judge(exit, sample, label, base_final);
+                let jsd = match base_final {
+                    _ if measured_divergence[index] => BoundedJsd::exact(f64::from(exit.reference_jsd_bits[sample])),
+                    Some(base) => estimated_jsd(exit, base, sample, num_classes),
+                    None => BoundedJsd::exact(0.0),
                 };
                 let (loyalty, error) = jsd.loyalty_and_error();
                 at_exit.push(SampleAtExit {
@@ -340,24 +340,15 @@ fn measured_divergence_agrees(exit: &ExitTrace, base_final: &ExitTrace, num_clas
         return false;
     }
     (0..exit.len()).all(|sample| {
-        let bounded = jsd_bits_bounded(
-            TopKDistribution { classes: base_final.classes(sample), probs: base_final.probs(sample), num_classes },
-            TopKDistribution { classes: exit.classes(sample), probs: exit.probs(sample), num_classes },
-        );
+        let bounded = estimated_jsd(exit, base_final, sample, num_classes);
         let measured = f64::from(exit.reference_jsd_bits[sample]);
         bounded.low - MEASURED_DIVERGENCE_TOLERANCE_BITS <= measured
             && measured <= bounded.high + MEASURED_DIVERGENCE_TOLERANCE_BITS
     })
 }
 
-/// Correctness flags and the JSD against the base (with its bound) of one sample at one exit.
-fn judge(
-    exit: &ExitTrace,
-    sample: usize,
-    label: u32,
-    base: Option<&ExitTrace>,
-    num_classes: usize,
-) -> (u8, BoundedJsd) {
+/// Correctness flags of one sample at one exit.
+fn judge(exit: &ExitTrace, sample: usize, label: u32, base: Option<&ExitTrace>) -> u8 {
     let classes = exit.classes(sample);
     let mut flags = 0;
     if u32::from(classes[0]) == label {
@@ -366,17 +357,18 @@ fn judge(
     if classes.iter().take(5).any(|&c| u32::from(c) == label) {
         flags |= CORRECT_TOP5;
     }
-    let Some(base) = base else {
-        return (flags | AGREES_WITH_BASE, BoundedJsd::exact(0.0));
-    };
-    if base.predicted(sample) == classes[0] {
-        flags |= AGREES_WITH_BASE;
+    match base {
+        Some(base) if base.predicted(sample) != classes[0] => flags,
+        _ => flags | AGREES_WITH_BASE,
     }
-    let jsd = jsd_bits_bounded(
+}
+
+/// The JSD of one sample at one exit against the base, estimated from the two top-k records, with its bound.
+fn estimated_jsd(exit: &ExitTrace, base: &ExitTrace, sample: usize, num_classes: usize) -> BoundedJsd {
+    jsd_bits_bounded(
         TopKDistribution { classes: base.classes(sample), probs: base.probs(sample), num_classes },
-        TopKDistribution { classes, probs: exit.probs(sample), num_classes },
-    );
-    (flags, jsd)
+        TopKDistribution { classes: exit.classes(sample), probs: exit.probs(sample), num_classes },
+    )
 }
 
 /// Compression of a variant against its base: base size / variant size.

@@ -305,7 +305,12 @@ impl World {
             return Some(Arc::clone(found));
         }
         let run = self.session.runs.get(index)?;
-        let prepared = crate::report::prepare(&self.session, run, criterion);
+        // Another criterion's preparation of the same run shares its per-sample outcomes (loyalty, latency):
+        // only the confidence scores are computed again, so a criterion switch stays within a frame.
+        let prepared = match self.analyses.iter().find(|((i, _), _)| *i == index) {
+            Some((_, other)) => other.prepared.with_criterion(&run.trace, criterion),
+            None => crate::report::prepare(&self.session, run, criterion),
+        };
         let sweep = prepared.sweep(&ThresholdGrid::Quantiles(APP_SWEEP_POINTS), crate::analysis::DEFAULT_BUDGET_PP);
         let analysis = Arc::new(Analysis { prepared, sweep });
         self.analyses.insert((index, criterion), Arc::clone(&analysis));
