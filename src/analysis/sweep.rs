@@ -62,6 +62,47 @@ pub struct Sweep {
     pub has_base: bool,
 }
 
+/// Sorts `items` by `key`, largest first, in the order of `f32::total_cmp`; stable.
+///
+/// An LSD radix sort on the order-preserving integer form of the key (3 passes of 11 bits): a criterion switch
+/// re-sorts every sample's scores (150 000 of them for 50 000 samples x 3 early exits), and this takes a
+/// fraction of the time a comparison sort does, which keeps the switch within a frame.
+pub(crate) fn sort_descending<T: Copy>(items: &mut Vec<T>, key: impl Fn(&T) -> f32) {
+    const BITS: u32 = 11;
+    const BUCKETS: usize = 1 << BITS;
+    if items.len() < 256 {
+        items.sort_by(|a, b| key(b).total_cmp(&key(a)));
+        return;
+    }
+    // Ascending total order as u32, then inverted: ascending in the result is descending in the key.
+    let descending_key = |item: &T| {
+        let bits = key(item).to_bits();
+        let ascending = if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 };
+        !ascending
+    };
+    let mut keys: Vec<u32> = items.iter().map(descending_key).collect();
+    let mut scratch_items = items.clone();
+    let mut scratch_keys = keys.clone();
+    for pass in 0..3 {
+        let shift = pass * BITS;
+        let mut counts = vec![0usize; BUCKETS + 1];
+        for &k in &keys {
+            counts[((k >> shift) as usize & (BUCKETS - 1)) + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            counts[b + 1] += counts[b];
+        }
+        for (item, &k) in items.iter().zip(&keys) {
+            let bucket = (k >> shift) as usize & (BUCKETS - 1);
+            scratch_items[counts[bucket]] = *item;
+            scratch_keys[counts[bucket]] = k;
+            counts[bucket] += 1;
+        }
+        std::mem::swap(items, &mut scratch_items);
+        std::mem::swap(&mut keys, &mut scratch_keys);
+    }
+}
+
 /// Default accuracy budget for inf-opt: one percentage point below the base.
 pub const DEFAULT_BUDGET_PP: f64 = 1.0;
 
@@ -118,7 +159,7 @@ impl PreparedTrace {
                 current = exit;
             }
         }
-        events.sort_unstable_by(|a, b| b.cut.total_cmp(&a.cut));
+        sort_descending(&mut events, |e| e.cut);
 
         let cuts = self.grid_cuts(grid);
         let mut totals = Totals { exit_counts: vec![0; self.exits], ..Totals::default() };
@@ -163,7 +204,7 @@ impl PreparedTrace {
             }
             ThresholdGrid::Quantiles(count) => {
                 let mut scores: Vec<f32> = self.confidence.clone();
-                scores.sort_unstable_by(|a, b| b.total_cmp(a));
+                sort_descending(&mut scores, |&s| s);
                 scores.dedup();
                 // Just above the highest score: the "nobody exits" end, still a finite threshold.
                 let mut cuts = vec![scores.first().map_or(f32::MAX, |s| s.next_up())];
@@ -222,6 +263,34 @@ pub fn inf_opt(points: &[SweepPoint], base_accuracy: f64, budget_pp: f64) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radix_sort_matches_a_stable_comparison_sort() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut values: Vec<(f32, u32)> = (0..5000)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let v = match i % 7 {
+                    0 => -((state % 1000) as f32) / 7.0,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3 => f32::INFINITY,
+                    4 => f32::NEG_INFINITY,
+                    _ => (state % 100_000) as f32 / 3.0,
+                };
+                (v, i)
+            })
+            .collect();
+        let mut expected = values.clone();
+        expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+        sort_descending(&mut values, |v| v.0);
+        assert_eq!(
+            values.iter().map(|v| (v.0.to_bits(), v.1)).collect::<Vec<_>>(),
+            expected.iter().map(|v| (v.0.to_bits(), v.1)).collect::<Vec<_>>()
+        );
+    }
     use crate::analysis::policy::Criterion;
     use crate::analysis::trace::Trace;
 

@@ -179,7 +179,7 @@ fn controls_ui(
         }
         ui.horizontal(|ui| {
             let sweep = &analysis.sweep;
-            for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
+            for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
                 let enabled = point.is_some();
                 if ui.add_enabled(enabled, egui::Button::new(format!("Set {label}"))).clicked()
                     && let Some(p) = point
@@ -292,7 +292,7 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
                 for (name, latency, accuracy) in &statics {
                     plot.points(Points::new(name.clone(), vec![[*latency, *accuracy]]).radius(5.0));
                 }
-                for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
+                for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
                     if let Some(p) = point.map(|i| &sweep.points[i]) {
                         plot.points(
                             Points::new(label, vec![[p.mean_latency_us / 1000.0, p.accuracy * 100.0]])

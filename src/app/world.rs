@@ -47,6 +47,15 @@ pub struct Analysis {
     pub sweep: Sweep,
 }
 
+impl Analysis {
+    /// The inf-opt point under `budget_pp` (the sweep itself was made with the default budget; inf-opt is a
+    /// scan of its points, so the budget box takes effect at once without sweeping again).
+    pub fn inf_opt(&self, budget_pp: f64) -> Option<usize> {
+        let base_accuracy = self.prepared.base_accuracy()?;
+        crate::analysis::sweep::inf_opt(&self.sweep.points, base_accuracy, budget_pp)
+    }
+}
+
 /// What a background job is doing.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobKind {
