@@ -432,6 +432,9 @@ fn probability_loyalty_at_1000_classes_equals_python_exactly() {
     let session = Session::load(&session_path).expect("session loads");
     let base = session.runs.iter().find(|r| r.info.variant == "wide/base").expect("base run");
     assert!(base.trace.exits[0].reference_jsd_bits.is_empty(), "the base is not compared with itself");
+    let itself = PreparedTrace::new(&base.trace, Some(&base.trace), Criterion::MaxProbability)
+        .evaluate(&Policy::never_exit(Criterion::MaxProbability, 0));
+    assert_eq!((itself.probability_loyalty, itself.probability_loyalty_error), (Some(1.0), Some(0.0)));
     let close = |got: Option<f64>, want: &serde_json::Value, what: &str| {
         let got = got.expect(what);
         assert!((got - number(want)).abs() <= 1e-6, "{what}: edgescope {got} vs Python {}", number(want));

@@ -131,6 +131,8 @@ impl PreparedTrace {
         let comparable_base =
             base.filter(|b| b.len() == samples && b.num_classes == num_classes && !b.exits.is_empty());
         let base_final = comparable_base.and_then(|b| b.exits.last());
+        // The base compared with itself: its final exit is its own reference, exactly.
+        let is_the_base = base.is_some_and(|b| std::ptr::eq(b, trace));
         let measured_divergence: Vec<bool> = trace
             .exits
             .iter()
@@ -146,6 +148,7 @@ impl PreparedTrace {
                 let flags = judge(exit, sample, label, base_final);
                 let jsd = match base_final {
                     _ if measured_divergence[index] => BoundedJsd::exact(f64::from(exit.reference_jsd_bits[sample])),
+                    Some(_) if is_the_base && index + 1 == exits => BoundedJsd::exact(0.0),
                     Some(base) => estimated_jsd(exit, base, sample, num_classes),
                     None => BoundedJsd::exact(0.0),
                 };
