@@ -7,6 +7,7 @@ pub mod environment;
 pub mod isolated;
 pub mod job;
 pub mod platform;
+pub mod power;
 pub mod runner;
 pub mod sampler;
 
