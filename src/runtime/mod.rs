@@ -8,6 +8,7 @@ pub mod isolated;
 pub mod job;
 pub mod platform;
 pub mod power;
+pub mod profile;
 pub mod runner;
 pub mod sampler;
 
