@@ -184,3 +184,39 @@ fn the_command_certifies_and_explains_bad_input() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+/// The explore view shows the certificate of the selected early-exit variant and sets its thresholds.
+#[cfg(feature = "gui")]
+#[test]
+fn the_explore_view_shows_the_certified_line() {
+    use edgescope::app::{EdgescopeApp, SavedState, Tab};
+    use eframe::egui;
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    let session = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sessions/demo.json");
+    let saved = SavedState {
+        hint_dismissed: true,
+        tab: Tab::Explore,
+        selected_variant: Some("mobilenet/ee-all".into()),
+        ..SavedState::default()
+    };
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 1000.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
+    harness.run();
+    let text = |n: &egui_kittest::kittest::AccessKitNode<'_>| n.label().or_else(|| n.value());
+    let starting = |harness: &Harness<'_, EdgescopeApp>, prefix: &str| {
+        harness.query_all_by(|n| text(n).is_some_and(|l| l.starts_with(prefix))).next().is_some()
+    };
+    assert!(
+        starting(&harness, "certified: label loyalty >= 99 % with probability >= 95 % (n = 1000)"),
+        "the certified line shows"
+    );
+    assert!(starting(&harness, "certified region: every exit's entropy threshold <= 0.3704"));
+    harness.get_by_label("Set certified").click();
+    harness.run();
+    let policy = harness.state().world.session.policies.get("mobilenet/ee-all").cloned().expect("a policy is set");
+    assert_eq!(policy.thresholds.len(), 3);
+    assert!((policy.thresholds[0] - 0.370364).abs() < 1e-5, "{:?}", policy.thresholds);
+}

@@ -177,6 +177,7 @@ fn controls_ui(
                 }
             });
         }
+        super::certify::certified_ui(ui, world, *index, criterion, commands);
         ui.horizontal(|ui| {
             let sweep = &analysis.sweep;
             for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", sweep.inf_opt)] {
