@@ -34,6 +34,26 @@ struct UserLevels {
     delta: f64,
 }
 
+/// Where the levels live in egui's memory (global: the plots read the certificate too).
+fn levels_id() -> egui::Id {
+    egui::Id::unique("edgescope_certify_levels")
+}
+
+/// Where the last certificate lives in egui's memory.
+fn cache_id() -> egui::Id {
+    egui::Id::unique("edgescope_certify_cache")
+}
+
+/// The certified thresholds of `variant` under `criterion`, when the controls computed them (for the plots).
+pub fn certified_policy(ctx: &egui::Context, variant: &str, criterion: Criterion) -> Option<Policy> {
+    let cached: Cached = ctx.data(|d| d.get_temp(cache_id()))?;
+    let (key, result) = &*cached;
+    if key.variant != variant || key.criterion != criterion {
+        return None;
+    }
+    result.as_ref().ok()?.certified.as_ref()?.policy.clone()
+}
+
 fn compute(world: &World, run_index: usize, key: &Key) -> Result<Certificate, String> {
     let run = &world.session.runs[run_index];
     let calibration = world
@@ -60,7 +80,7 @@ pub fn certified_ui(
     if run.trace.early_exit_count() == 0 || world.session.calibration_run(&run.info.variant, &run.info).is_none() {
         return;
     }
-    let levels_id = ui.scope_id().with("certify_levels");
+    let levels_id = levels_id();
     let mut levels: UserLevels =
         ui.data(|d| d.get_temp(levels_id)).unwrap_or(UserLevels { epsilon: 0.01, delta: 0.05 });
     ui.horizontal(|ui| {
@@ -75,7 +95,7 @@ pub fn certified_ui(
         }
     });
     let key = Key { variant: run.info.variant.clone(), criterion, epsilon: levels.epsilon, delta: levels.delta };
-    let cache_id = ui.scope_id().with("certify_cache");
+    let cache_id = cache_id();
     let cached: Option<Cached> = ui.data(|d| d.get_temp(cache_id)).filter(|c: &Cached| c.0 == key);
     let cached = cached.unwrap_or_else(|| {
         let fresh: Cached = Arc::new((key.clone(), compute(world, run_index, &key)));
