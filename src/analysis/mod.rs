@@ -3,6 +3,7 @@
 //! Nothing here touches ONNX Runtime, files, threads or the GUI: every function maps data to data, so it
 //! can run on every frame and be tested against hand-computed cases.
 
+pub mod certify;
 pub mod loyalty;
 pub mod outcome;
 pub mod policy;

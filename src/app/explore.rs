@@ -177,6 +177,7 @@ fn controls_ui(
                 }
             });
         }
+        super::certify::certified_ui(ui, world, *index, criterion, commands);
         ui.horizontal(|ui| {
             let sweep = &analysis.sweep;
             for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
@@ -277,6 +278,10 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
         all.extend(statics.iter().map(|(_, l, a)| (*l, *a)));
         let front: Vec<[f64; 2]> =
             crate::analysis::pareto_front(&all).into_iter().map(|i| [all[i].0, all[i].1]).collect();
+        let certified_point = super::certify::certified_policy(ui.ctx(), selected, criterion).map(|policy| {
+            let certified = analysis.prepared.evaluate(&policy);
+            [certified.latency.mean_us / 1000.0, certified.accuracy * 100.0]
+        });
         let response = Plot::new("accuracy_latency")
             .height(height)
             .legend(Legend::default())
@@ -300,6 +305,11 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
                                 .radius(6.0),
                         );
                     }
+                }
+                if let Some(point) = certified_point {
+                    plot.points(
+                        Points::new("certified", vec![point]).shape(egui_plot::MarkerShape::Square).radius(6.0),
+                    );
                 }
                 plot.points(
                     Points::new("current", vec![[outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0]])

@@ -7,6 +7,7 @@
 
 use eframe::egui;
 
+mod certify;
 mod compare;
 mod explore;
 mod models;

@@ -1,6 +1,8 @@
-//! The command line: `eval`, `report`, `sweep`, `verify`, `samples`, `inspect` and `exits`. Parsing and printing only;
-//! the work happens in the library layers below.
+//! The command line: `eval`, `report`, `sweep`, `verify`, `samples`, `inspect`, `certify` and `exits`. Parsing
+//! and printing only; the work happens in the library layers below.
 
+mod certify;
+mod profile;
 mod samples;
 
 use std::io::IsTerminal;
@@ -66,6 +68,10 @@ pub enum Command {
     Samples(samples::SamplesArgs),
     /// Show what a variant (ONNX file or manifest) contains.
     Inspect(InspectArgs),
+    /// Early-exit thresholds with a guarantee (Learn then Test): risk <= epsilon with probability >= 1 - delta.
+    Certify(certify::CertifyArgs),
+    /// Per-operator latency of a variant (ONNX Runtime's profiler), per segment and operator type.
+    Profile(profile::ProfileArgs),
     /// List the configured remote runners with their state, or add one.
     Devices(DevicesArgs),
     /// Early exits: split a multi-exit ONNX into a chain, or list where exits can go.
@@ -295,6 +301,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Samples(args)) => samples::samples(&args),
         Some(Command::Inspect(args)) => inspect(&args),
+        Some(Command::Certify(args)) => certify::certify_command(&args),
+        Some(Command::Profile(args)) => profile::profile_command(&args),
         Some(Command::Devices(args)) => devices(&args),
         Some(Command::Exits(ExitsCommand::Split(args))) => exits_split(&args),
         Some(Command::Exits(ExitsCommand::Candidates(args))) => exits_candidates(&args),

@@ -100,6 +100,9 @@ pub struct Row {
     pub skipped: usize,
     /// True when other processes competed for the CPU during the run.
     pub noisy: bool,
+    /// Board power during the run and at rest before it, where the board measures it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::runtime::power::PowerSummary>,
 }
 
 /// A rendered-ready table.
@@ -229,6 +232,7 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
             samples: run.info.sample_summary(),
             skipped: run.info.skipped.len(),
             noisy: resources.is_some_and(|r| r.is_noisy()),
+            power: run.info.power.clone(),
         };
         if run.trace.early_exit_count() == 0 {
             let prepared = prepare(session, run, options.criterion);
@@ -353,7 +357,7 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
             })
             .collect(),
     };
-    let performance = Table {
+    let mut performance = Table {
         id: "table3-6".into(),
         title:
             "Tables 3-6 - performance on the device (latency predicted from the trace; total includes preprocessing)"
@@ -400,6 +404,7 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
             })
             .collect(),
     };
+    add_power_columns(&mut performance, rows);
     let quantized_or_ee = |r: &&Row| ["base", "ptq", "dq", "ee"].iter().any(|t| r.tags.iter().any(|x| x == t));
     let table7 = Table {
         id: "table7".into(),
@@ -433,6 +438,28 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let mut tables = vec![table2, performance, table7];
     tables.extend(device_pivot(rows));
     tables
+}
+
+/// Power and energy columns of Tables 3-6, when any run measured board power: mean and idle power, and
+/// energy per inference = power x the row's mean inference latency (seed 002), in total and above idle.
+fn add_power_columns(table: &mut Table, rows: &[Row]) {
+    if rows.iter().all(|r| r.power.is_none()) {
+        return;
+    }
+    table.columns.extend(["Power (W)", "Idle (W)", "Energy/inf. (mJ)", "Above idle (mJ)"].map(String::from));
+    for (cells, row) in table.rows.iter_mut().zip(rows) {
+        let latency_us = row.outcome.latency.mean_us;
+        let power = row.power.as_ref();
+        let value = |v: Option<f64>, scale: f64, digits: usize| {
+            v.map_or_else(|| "-".into(), |v| format!("{:.digits$}", v * scale))
+        };
+        cells.extend([
+            value(power.map(|p| p.mean_w), 1.0, 2),
+            value(power.and_then(|p| p.idle_w), 1.0, 2),
+            value(power.map(|p| p.energy_per_inference_j(latency_us)), 1e3, 3),
+            value(power.and_then(|p| p.energy_above_idle_j(latency_us)), 1e3, 3),
+        ]);
+    }
 }
 
 /// One row per run: the samples it measured and skipped (every metric's denominator), what its exits held,

@@ -7,6 +7,8 @@ pub mod environment;
 pub mod isolated;
 pub mod job;
 pub mod platform;
+pub mod power;
+pub mod profile;
 pub mod reference;
 pub mod runner;
 pub mod sampler;

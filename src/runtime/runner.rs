@@ -185,6 +185,9 @@ pub struct RunInfo {
     pub baseline_rss_bytes: Option<u64>,
     /// Resource timeline, when sampling was on.
     pub resources: Option<ResourceTimeline>,
+    /// Board power during the run and at rest before it, where the board measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<super::power::PowerSummary>,
 }
 
 /// A trace-mode run.
@@ -515,6 +518,9 @@ fn run_local(
         baseline_rss_bytes,
         ..RunInfo::default()
     };
+    // Idle power, just before the measured part: sessions loaded, nothing running.
+    let idle_power =
+        if settings.sample_resources { super::power::measure_idle(settings.sampler_interval_ms) } else { None };
     let sampler = if settings.sample_resources {
         ResourceSampler::start(Duration::from_millis(settings.sampler_interval_ms.max(1))).ok()
     } else {
@@ -620,6 +626,7 @@ fn run_local(
     info.samples_done = done;
     info.skipped = skipped;
     info.wall_time_s = wall_time_s;
+    info.power = idle_power.and_then(|idle| idle.summary(resources.as_ref()));
     info.resources = resources;
     info.complete = failure.is_none() && done == total && !cancel.is_cancelled();
     info.failure = failure.map(|e| format!("stopped after {measured} measured samples: {e}"));

@@ -26,6 +26,9 @@ pub struct ResourceSample {
     /// The machine's one-minute load average (runnable tasks, this process's included), where readable.
     #[serde(default)]
     pub load_average_1m: Option<f32>,
+    /// Board power, watts, where the board measures it ([`super::power`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_w: Option<f32>,
 }
 
 /// Mean CPU of other processes, percent of all cores, above which a run is flagged noisy: their work competed
@@ -78,6 +81,16 @@ impl ResourceTimeline {
     /// True when other processes used more than [`NOISY_OTHER_CPU_PERCENT`] of the machine during the run.
     pub fn is_noisy(&self) -> bool {
         self.mean_other_cpu_percent().is_some_and(|p| p > NOISY_OTHER_CPU_PERCENT)
+    }
+
+    /// Mean board power over the readings that have one, watts.
+    pub fn mean_power_w(&self) -> Option<f64> {
+        mean(self.samples.iter().filter_map(|s| s.power_w.map(f64::from)))
+    }
+
+    /// Readings with a board power.
+    pub fn power_readings(&self) -> usize {
+        self.samples.iter().filter(|s| s.power_w.is_some()).count()
     }
 
     /// Mean GPU percent over the readings that have one.
@@ -169,6 +182,7 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
         ProcessRefreshKind::nothing().with_cpu(),
     );
     let cores = system.cpus().len().max(1) as f32;
+    let mut power = super::power::PowerSampler::detect(root);
     let mut busy = Duration::ZERO;
     let mut next = started + interval;
     let mut read = |timeline: &mut ResourceTimeline, system: &mut sysinfo::System| {
@@ -191,6 +205,7 @@ fn sample_until(stop: &AtomicBool, interval: Duration) -> ResourceTimeline {
             gpu_percent: read_gpu_percent(root),
             process_cpu_percent,
             load_average_1m: (load > 0.0).then_some(load as f32),
+            power_w: power.as_mut().and_then(super::power::PowerSampler::sample_w),
         });
         busy += read_start.elapsed();
     };
