@@ -188,7 +188,7 @@ impl SplitMix64 {
 /// A seeded, stratified hold-out: about `share` of every class goes to the second list.
 pub fn stratified_split(labels: &[u32], share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut rng = SplitMix64::new(seed ^ 0x5EED_0F_5711);
+    let mut rng = SplitMix64::new(seed ^ 0x005E_ED0F_5711);
     let (mut keep, mut held) = (Vec::new(), Vec::new());
     for class in 0..classes {
         let mut of_class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == class).collect();
