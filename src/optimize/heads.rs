@@ -6,11 +6,13 @@
 //! at the end, so the ONNX head reads the raw pooled features.
 //!
 //! Optimizer: mini-batch Adam (batch 128, learning rate 0.01, decayed by a cosine to 0 over the epochs, L2 1e-4),
-//! early stopping on the validation accuracy. Chosen by measurement on the demo ResNet's exits (10 000 training
-//! images, see the README's `exits add` section): on standardized features Adam reaches the validation accuracy of
-//! a full-batch L-BFGS run to convergence within a few tenths of a point in 10-20 epochs (tens of milliseconds
-//! per epoch for a linear head), needs no line search, and the same code trains the non-convex hidden-layer
-//! head; each step is a fixed sequence of float operations, so one seed gives one result on one machine.
+//! early stopping on the validation accuracy. Chosen by measurement on the demo ResNet's three zoo exits (features
+//! of the committed 10 000-image subset, test split): a full-batch L-BFGS (memory 10, backtracking line search,
+//! same L2) run to convergence on all 10 000 samples needed about 400 iterations, i.e. 400 passes over the
+//! features, for 82.79 / 90.71 / 92.88 % test top-1; Adam's 30 epochs (fewer with early stopping) on the 9 000
+//! samples left after the validation hold-out reach 81.50 / 90.39 / 92.65 %, within 1.3 / 0.3 / 0.2 points, in
+//! a tenth of the passes. Adam needs no line search, the same code trains the non-convex hidden-layer head, and
+//! each step is a fixed sequence of float operations, so one seed gives one result on one machine.
 
 use std::fmt;
 
