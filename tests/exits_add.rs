@@ -336,3 +336,46 @@ fn resnet_heads_at_the_zoo_s_exits_reach_the_pytorch_heads() {
         outcome.total_s
     );
 }
+
+/// The app's "Add early exits…" dialog (issue 10 part 4): opened on a single-graph variant, it lists the cut
+/// points, trains on a worker thread, and the chain joins the session and starts a run at once.
+#[cfg(feature = "gui")]
+#[test]
+fn the_app_adds_exits_to_a_session_variant_and_runs_the_chain() {
+    use edgescope::app::{EdgescopeApp, SavedState, Tab};
+    use eframe::egui;
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(fixture("sessions/v1.json")).expect("fixture session");
+    let session = edgescope::session::Session::from_json(&text, &fixture("sessions/v1.json")).expect("parses");
+    let path = scratch.path().join("session.json");
+    session.save(&path).expect("save copy");
+    let saved = SavedState { hint_dismissed: true, tab: Tab::Models, ..SavedState::default() };
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
+    harness.run();
+    // tiny/base (a single graph) is listed first and open; the chain tiny/ee gets no button.
+    harness.get_all_by_label("Add early exits…").next().expect("a button on tiny/base").click();
+    harness.run();
+    assert!(harness.query_by_label_contains("Add early exits to tiny/base").is_some(), "the dialog opens");
+    assert!(harness.query_by_label_contains("7 cut point(s)").is_some(), "it lists the tiny CNN's cut points");
+    harness.get_by_label("Train and add").click();
+    let started = std::time::Instant::now();
+    loop {
+        harness.run();
+        if harness.state().world.session.variants.iter().any(|v| v.name == "tiny_base/ee+3") {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 120, "training did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let world = &harness.state().world;
+    assert!(world.errors.is_empty(), "{:?}", world.errors);
+    let entry = world.session.variants.iter().find(|v| v.name == "tiny_base/ee+3").expect("joined");
+    assert_eq!(entry.early_exits, 3);
+    assert!(entry.path.starts_with(scratch.path()), "written beside the session: {}", entry.path.display());
+    assert!(world.jobs.iter().any(|j| j.variant == "tiny_base/ee+3"), "its run started at once");
+}

@@ -8,6 +8,7 @@
 use eframe::egui;
 
 mod compare;
+mod exits_dialog;
 mod explore;
 mod models;
 mod runs;
@@ -680,6 +681,7 @@ impl EdgescopeApp {
             self.world.capture_done = true;
         }
         self.drain_jobs();
+        exits_dialog::drain(self);
     }
 
     fn drain_jobs(&mut self) {
