@@ -2,7 +2,7 @@
 //! 10 000-image training subset: one exit per run at each of the zoo's ee2 / ee4 / ee5 tensors, then all three in
 //! one run (target: < 30 s per exit on the 2-core reference machine). Same-run baseline: plain batched ONNX
 //! Runtime inference of the base model over the same 10 000 images (same batch, same threads, same
-//! preprocessing), and the ratio. Run with `cargo bench --bench exit_heads --no-default-features`.
+//! preprocessing), and the ratio. Run with `cargo bench --bench exit_heads`.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -365,7 +365,8 @@ fn the_app_adds_exits_to_a_session_variant_and_runs_the_chain() {
     harness.get_by_label("Train and add").click();
     let started = std::time::Instant::now();
     loop {
-        harness.run();
+        // The worker asks for repaints while it trains: step frame by frame rather than wait for a settled UI.
+        harness.step();
         if harness.state().world.session.variants.iter().any(|v| v.name == "tiny_base/ee+3") {
             break;
         }

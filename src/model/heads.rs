@@ -149,11 +149,21 @@ fn elem_type_name(elem_type: i32) -> &'static str {
     }
 }
 
-/// The model with `tensors` as its only graph outputs (typed), for reading features with ONNX Runtime: the nodes
-/// after the deepest of them are left out of the run.
+/// The model with `tensors` as its only graph outputs (typed) and only the nodes and initializers they need, for
+/// reading features with ONNX Runtime: nothing after the deepest of them runs.
 pub fn with_feature_outputs(model: &ModelProto, flow: &DataFlow<'_>, tensors: &[&str]) -> ModelProto {
+    let needed = flow.ancestors(tensors.iter().copied());
+    let (initializers, statics) = flow.static_closure(&needed);
     let mut model = model.clone();
     if let Some(graph) = model.graph.as_mut() {
+        let mut index = 0;
+        graph.node.retain(|_| {
+            let keep = needed[index] || statics[index];
+            index += 1;
+            keep
+        });
+        graph.initializer.retain(|t| initializers.contains(&t.name));
+        graph.input.retain(|i| i.name == flow.image || initializers.contains(&i.name));
         graph.output = tensors
             .iter()
             .map(|tensor| value_info(tensor, &flow.tensor_type(tensor).cloned().unwrap_or_default()))
