@@ -310,12 +310,15 @@ pub fn drain(app: &mut EdgescopeApp) {
                 Some(Ok(format!("wrote {}; validation accuracy {}", manifest.display(), accuracies.join(" / "))));
             app.add_file(&manifest);
             let name = app.world.session.variants.iter().find(|v| v.path == manifest).map(|v| v.name.clone());
-            let run = name.zip(app.world.run_dataset.clone());
-            if let Some((name, dataset)) = run {
-                match app.world.dataset(&dataset) {
+            match (name, app.world.run_dataset.clone()) {
+                (Some(name), Some(dataset)) => match app.world.dataset(&dataset) {
                     Ok(dataset) => app.start_job(&name, &dataset, JobKind::Trace, THIS_MACHINE),
                     Err(e) => app.world.error(e),
+                },
+                (Some(name), None) => {
+                    app.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it"));
                 }
+                (None, _) => {}
             }
         }
     }
