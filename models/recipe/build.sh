@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the whole demo zoo end to end: data -> training -> early exits -> export -> pruning grid
+# Rebuilds the whole demo zoo end to end: data (+ the committed training subset) -> training -> early exits -> export -> pruning grid
 # -> quantization -> batch-1 evaluation -> demo session -> models/README.md.
 #
 #   bash models/recipe/build.sh
@@ -31,6 +31,7 @@ both() {  # run one stage for both families side by side; fail if either fails
 }
 
 "${PY[@]}" data.py
+"${PY[@]}" train_subset.py
 both train.py
 both exits.py
 both export.py

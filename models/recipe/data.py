@@ -61,8 +61,10 @@ Made by `models/recipe/data.py` (part of `models/recipe/build.sh`):
 3. a calibration subset of {len(cy)} images (100 per class) drawn from the training part (used by static
    quantization and by `edgescope eval --calibration`).
 
-Only `test/` and `calib/` are committed (gzip IDX files plus an edgescope dataset spec each); the training
-part is rebuilt by the recipe. Preprocessing (both specs): `x = (pixel * 1/255 - {MEAN}) / {STD}`, NCHW,
+Only `test/`, `calib/` and `train/` are committed (gzip IDX files plus an edgescope dataset spec each); the
+full training part is rebuilt by the recipe. `train/` is a stratified training subset of 10000 images (1000 per
+class, seeded `default_rng([{SEED}, 10])`) drawn from the training part by `models/recipe/train_subset.py`, for
+training exit heads offline (`edgescope exits add --train assets/fashion-mnist/train`); it holds no test image. Preprocessing (both specs): `x = (pixel * 1/255 - {MEAN}) / {STD}`, NCHW,
 1 channel.
 
 | label | class | records | malformed | duplicates | clean | test | train | calib (from train) |

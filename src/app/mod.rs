@@ -9,6 +9,7 @@ use eframe::egui;
 
 mod certify;
 mod compare;
+mod exits_dialog;
 mod explore;
 mod models;
 mod runs;
@@ -688,6 +689,7 @@ impl EdgescopeApp {
             self.world.capture_done = true;
         }
         self.drain_jobs();
+        exits_dialog::drain(self);
     }
 
     fn drain_jobs(&mut self) {

@@ -51,6 +51,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                     if !variant.outputs.is_empty() {
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
+                    super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
@@ -100,4 +101,5 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
             });
         }
     });
+    super::exits_dialog::window_ui(ui.ctx(), world);
 }

@@ -198,6 +198,8 @@ pub struct World {
     pub probes: (Sender<Probe>, Receiver<Probe>),
     /// Devices ticked for running (names; [`THIS_MACHINE`] included).
     pub run_devices: BTreeSet<String>,
+    /// The "Add early exits…" dialog, when open.
+    pub exits_dialog: Option<super::exits_dialog::ExitsDialog>,
 }
 
 impl Default for World {
@@ -232,6 +234,7 @@ impl Default for World {
             device_states: HashMap::new(),
             probes: bounded(16),
             run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
+            exits_dialog: None,
         }
     }
 }

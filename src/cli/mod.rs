@@ -2,6 +2,7 @@
 //! and printing only; the work happens in the library layers below.
 
 mod certify;
+mod exits_add;
 mod profile;
 mod samples;
 
@@ -74,7 +75,7 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// List the configured remote runners with their state, or add one.
     Devices(DevicesArgs),
-    /// Early exits: split a multi-exit ONNX into a chain, or list where exits can go.
+    /// Early exits: split a multi-exit ONNX into a chain, list where exits can go, or add trained exits.
     #[command(subcommand)]
     Exits(ExitsCommand),
     /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
@@ -89,6 +90,8 @@ pub enum ExitsCommand {
     Split(SplitArgs),
     /// List the tensors where the graph can be cut with a single tensor crossing, and suggest exit places.
     Candidates(CandidatesArgs),
+    /// Insert early exits into a plain classifier: train their heads on frozen features, write the chain.
+    Add(exits_add::AddArgs),
 }
 
 /// `edgescope exits split`.
@@ -306,6 +309,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Devices(args)) => devices(&args),
         Some(Command::Exits(ExitsCommand::Split(args))) => exits_split(&args),
         Some(Command::Exits(ExitsCommand::Candidates(args))) => exits_candidates(&args),
+        Some(Command::Exits(ExitsCommand::Add(args))) => exits_add::exits_add(&args),
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }

@@ -3,6 +3,7 @@
 
 pub mod cuts;
 pub mod graph;
+pub mod heads;
 pub mod onnx;
 pub mod proto;
 pub mod variant;

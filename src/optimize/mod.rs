@@ -1,5 +1,9 @@
 //! Optimizers: actions that make new variants from existing ones and write them, atomically, as ONNX files plus a
-//! manifest. Today: splitting a multi-exit ONNX graph into an early-exit chain.
+//! manifest. Today: splitting a multi-exit ONNX graph into an early-exit chain, and inserting trained exits into a
+//! plain classifier ([`exits_add`]).
+
+pub mod exits_add;
+pub mod heads;
 
 use std::path::{Path, PathBuf};
 
@@ -45,23 +49,73 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 /// The folder must not exist or be empty. Everything is written into a temporary folder beside it, checked by
 /// opening the chain, and only then renamed into place: a failure leaves nothing half-written.
 pub fn split_to_folder(request: &SplitRequest) -> Result<SplitOutcome, ModelError> {
-    let out = &request.out;
+    check_output_folder(&request.out)?;
+    let mut model: ModelProto = proto::read_model(&request.model)?;
+    proto::internalize_external_data(&mut model, &request.model)?;
+    let segments: Vec<SplitSegment> = cuts::split(&model, &request.model, request.exits.as_deref())?;
+    let stem = model_stem(&request.model);
+    let notes = format!(
+        "split by edgescope exits split from {}",
+        request.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    );
+    write_chain(
+        &segments,
+        &request.model,
+        &request.out,
+        &stem,
+        ChainNames {
+            name: request.name.clone().unwrap_or_else(|| format!("{stem}/ee")),
+            base: request.base.clone(),
+            notes,
+            manifest_file: format!("{stem}-ee.toml"),
+        },
+    )
+}
+
+/// The file stem of a model path (`model` when it has none).
+pub(crate) fn model_stem(path: &Path) -> String {
+    path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// Refuses an output folder that exists and is not empty (an optimizer never mixes its files with others).
+pub(crate) fn check_output_folder(out: &Path) -> Result<(), ModelError> {
     if out.exists() {
         let mut entries = std::fs::read_dir(out).map_err(io_error(out))?;
         if entries.next().is_some() {
             return Err(ModelError::Invalid {
-                path: out.clone(),
-                reason: "the output folder is not empty; name a new folder (split never mixes its files with \
+                path: out.to_path_buf(),
+                reason: "the output folder is not empty; name a new folder (edgescope never mixes its files with \
                          others)"
                     .into(),
             });
         }
     }
-    let mut model: ModelProto = proto::read_model(&request.model)?;
-    proto::internalize_external_data(&mut model, &request.model)?;
-    let segments: Vec<SplitSegment> = cuts::split(&model, &request.model, request.exits.as_deref())?;
+    Ok(())
+}
 
-    let stem = request.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+/// What the manifest of a written chain says about it.
+pub(crate) struct ChainNames {
+    /// Variant name.
+    pub name: String,
+    /// Base variant.
+    pub base: Option<String>,
+    /// How it was made.
+    pub notes: String,
+    /// The manifest's file name.
+    pub manifest_file: String,
+}
+
+/// Writes `segments` (files `STEM-sK.onnx`) and their manifest into `out`: everything goes into a temporary
+/// folder beside it, is checked by opening the chain, and only then is renamed into place, so a failure leaves
+/// nothing half-written.
+pub(crate) fn write_chain(
+    segments: &[SplitSegment],
+    model_path: &Path,
+    out: &Path,
+    stem: &str,
+    names: ChainNames,
+) -> Result<SplitOutcome, ModelError> {
+    check_output_folder(out)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -85,19 +139,16 @@ pub fn split_to_folder(request: &SplitRequest) -> Result<SplitOutcome, ModelErro
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
-        name: request.name.clone().unwrap_or_else(|| format!("{stem}/ee")),
+        name: names.name,
         tags: vec!["ee".into()],
-        base: request.base.clone(),
+        base: names.base,
         outputs: None,
-        notes: Some(format!(
-            "split by edgescope exits split from {}",
-            request.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        )),
+        notes: Some(names.notes),
         segments: manifest_segments,
     };
-    let manifest_file = format!("{stem}-ee.toml");
+    let manifest_file = names.manifest_file;
     let text = toml::to_string(&manifest).map_err(|e| ModelError::Invalid {
-        path: request.model.clone(),
+        path: model_path.to_path_buf(),
         reason: format!("cannot write the manifest: {e}"),
     })?;
     let staged_manifest = staging.path().join(&manifest_file);
@@ -110,7 +161,7 @@ pub fn split_to_folder(request: &SplitRequest) -> Result<SplitOutcome, ModelErro
     let staged = staging.keep();
     if let Err(source) = std::fs::rename(&staged, out) {
         let _ = std::fs::remove_dir_all(&staged);
-        return Err(ModelError::Io { path: out.clone(), source });
+        return Err(ModelError::Io { path: out.to_path_buf(), source });
     }
     let manifest_path = out.join(manifest_file);
     let variant = Variant::open(&manifest_path)?;
