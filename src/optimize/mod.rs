@@ -1,6 +1,8 @@
 //! Optimizers: actions that make new variants from existing ones and write them, atomically, as ONNX files plus a
 //! manifest. Today: splitting a multi-exit ONNX graph into an early-exit chain.
 
+pub mod quantize;
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;
