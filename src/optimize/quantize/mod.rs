@@ -13,13 +13,12 @@
 //! in float until the accuracy drop fits a budget.
 
 pub mod arith;
-
 pub mod calibrate;
 pub mod dynamic;
 pub mod edit;
 pub mod infer;
 pub mod qdq;
-
+pub mod run;
 pub mod tensor;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arith::QuantType;
 pub use calibrate::{Batch, Ranges};
+pub use run::{QuantizeEvent, QuantizeOutcome, QuantizeRequest, SegmentReport, quantize_to_disk};
 
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, StringStringEntryProto};
 
