@@ -195,3 +195,61 @@ fn a_single_graph_is_written_with_its_manifest() {
     let again = quantize_to_disk(&request(zoo("resnet/base.toml"), Method::Dq, out), &mut |_| {}, &CancelToken::new());
     assert!(again.expect_err("exists").to_string().contains("exists already"));
 }
+
+#[test]
+fn sensitivity_ranks_every_quantized_activation() {
+    let float_model = read_model(&zoo("resnet/base.onnx")).expect("float");
+    let quantized = read_model(&zoo("resnet/ptq.onnx")).expect("ptq");
+    let mut dataset = Dataset::open(&root().join("assets/fashion-mnist/test")).expect("test set");
+    dataset.truncate(100);
+    let total = dataset.len();
+    let mut batches = (0..total).step_by(50).map(|s| quantize::run::dataset_batch(&dataset, s, 50, total));
+    let mut seen = Vec::new();
+    let noise = quantize::sensitivity::sensitivity(
+        &float_model,
+        &quantized,
+        &mut batches,
+        0,
+        &CancelToken::new(),
+        &mut |done| seen.push(done),
+    )
+    .expect("sensitivity");
+    assert_eq!(seen, vec![50, 100]);
+    let q_count =
+        quantized.graph.as_ref().expect("graph").node.iter().filter(|n| n.op_type == "QuantizeLinear").count();
+    assert_eq!(noise.len(), q_count, "one entry per quantized activation");
+    assert!(noise.windows(2).all(|w| w[0].sqnr_db <= w[1].sqnr_db), "worst first");
+    // 8-bit activations of a well-calibrated model: tens of dB, and the input's own Q/DQ is the cleanest.
+    assert!(noise.iter().all(|n| n.sqnr_db.is_finite() && n.sqnr_db > 15.0 && n.sqnr_db < 80.0), "{noise:?}");
+    let image = noise.iter().find(|n| n.tensor == "image").expect("input");
+    assert!(image.sqnr_db > 35.0, "{image:?}");
+}
+
+#[test]
+fn the_command_line_quantizes_and_lists_what_stays_float() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("dq");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope"))
+        .args(["quantize", "--method", "dq", "--model"])
+        .arg(zoo("mobilenet/base.toml"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run edgescope");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("mobilenet/dq (dq)") && stdout.contains("no rule for Clip"), "{stdout}");
+    assert_eq!(
+        std::fs::read(out.join("dq-base.onnx")).expect("written"),
+        std::fs::read(zoo("mobilenet/dq.onnx")).expect("reference")
+    );
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_edgescope"))
+        .args(["quantize", "--method", "ptq", "--model"])
+        .arg(zoo("mobilenet/ptq.onnx"))
+        .args(["--calibration", "assets/fashion-mnist/calib", "--out"])
+        .arg(dir.path().join("x.onnx"))
+        .output()
+        .expect("run edgescope");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("already quantized"), "{stderr}");
+}

@@ -1,6 +1,7 @@
 //! The command line: `eval`, `report`, `sweep`, `verify`, `samples`, `inspect` and `exits`. Parsing and printing only;
 //! the work happens in the library layers below.
 
+mod quantize;
 mod samples;
 
 use std::io::IsTerminal;
@@ -71,6 +72,11 @@ pub enum Command {
     /// Early exits: split a multi-exit ONNX into a chain, or list where exits can go.
     #[command(subcommand)]
     Exits(ExitsCommand),
+    /// Quantize a float variant (ONNX file or manifest, chains segment by segment): ptq (QDQ) or dq, as ONNX
+    /// Runtime's quantizer does it, written with a manifest tagged ptq/dq.
+    Quantize(quantize::QuantizeArgs),
+    /// Per quantized activation, the signal-to-quantization-noise ratio of a QDQ model against its float model.
+    Sensitivity(quantize::SensitivityArgs),
     /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
     #[command(name = "measure-job", hide = true)]
     MeasureJob,
@@ -298,6 +304,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Devices(args)) => devices(&args),
         Some(Command::Exits(ExitsCommand::Split(args))) => exits_split(&args),
         Some(Command::Exits(ExitsCommand::Candidates(args))) => exits_candidates(&args),
+        Some(Command::Quantize(args)) => quantize::quantize(&args),
+        Some(Command::Sensitivity(args)) => quantize::sensitivity(&args),
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }

@@ -19,6 +19,7 @@ pub mod edit;
 pub mod infer;
 pub mod qdq;
 pub mod run;
+pub mod sensitivity;
 pub mod tensor;
 
 use std::collections::{HashMap, HashSet};
