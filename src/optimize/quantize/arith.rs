@@ -219,22 +219,25 @@ mod tests {
 
     #[test]
     fn asymmetric_u8_range_holds_zero() {
-        let p = compute_scale_zp(0.5, 2.0, QuantType::U8.qrange(false, false), false, None).unwrap();
+        let p = compute_scale_zp(0.5, 2.0, QuantType::U8.qrange(false, false), false, None).expect("finite range");
         assert_eq!(p.zero_point, 0);
         assert_eq!(p.scale, (2.0f64 / 255.0) as f32);
-        let p = compute_scale_zp(-1.0, 3.0, (0, 255), false, None).unwrap();
+        let p = compute_scale_zp(-1.0, 3.0, (0, 255), false, None).expect("finite range");
         // round(0 - (-1) / (4/255)) = round(63.75) = 64
         assert_eq!(p.zero_point, 64);
     }
 
     #[test]
     fn symmetric_i8_and_u8_zero_points() {
-        let p = compute_scale_zp(-0.3, 0.5, QuantType::I8.qrange(false, true), true, None).unwrap();
+        let p = compute_scale_zp(-0.3, 0.5, QuantType::I8.qrange(false, true), true, None).expect("finite range");
         assert_eq!(p.zero_point, 0);
         assert_eq!(p.scale, (1.0f64 / 254.0) as f32);
         // uint8 symmetric: round(255 / 2) = 128 (half to even); reduced: round(127 / 2) = 64
-        assert_eq!(compute_scale_zp(-1.0, 1.0, (0, 255), true, None).unwrap().zero_point, 128);
-        assert_eq!(compute_scale_zp(-1.0, 1.0, QuantType::U8.qrange(true, true), true, None).unwrap().zero_point, 64);
+        assert_eq!(compute_scale_zp(-1.0, 1.0, (0, 255), true, None).expect("finite range").zero_point, 128);
+        assert_eq!(
+            compute_scale_zp(-1.0, 1.0, QuantType::U8.qrange(true, true), true, None).expect("finite range").zero_point,
+            64
+        );
         assert_eq!(QuantType::I8.qrange(true, true), (-64, 64));
     }
 

@@ -192,7 +192,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        topological_sort(&mut graph).unwrap();
+        topological_sort(&mut graph).expect("a DAG");
         let names: Vec<&str> = graph.node.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["k", "a", "b", "c"]);
     }
