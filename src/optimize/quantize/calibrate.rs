@@ -1,8 +1,8 @@
 //! Activation calibration as ORT's `MinMaxCalibrater` does it (`calibrate.py`): the float model runs in ONNX
 //! Runtime on the CPU with every graph optimization disabled, on the calibration batches in order; the range of a
-//! tensor is the smallest and largest value it takes over all batches. ORT appends a ReduceMin / ReduceMax pair per
-//! tensor to the graph; here every tensor becomes a graph output and its range is folded on the way — the same
-//! values (a minimum is exact), and the activations are at hand for the sensitivity analysis too.
+//! tensor is the smallest and largest value it takes over all batches. As ORT does, a ReduceMin / ReduceMax pair per
+//! tensor is appended to the graph and their outputs folded over the batches (the graph input's range is folded
+//! here from the batch itself). [`with_outputs`] instead exposes whole tensors, for the sensitivity analysis.
 //!
 //! Calibrated tensors: the float inputs and outputs (not initializers) of every node whose op type is quantized.
 
@@ -84,6 +84,33 @@ pub fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
     model
 }
 
+/// The float model with a ReduceMin and a ReduceMax (all axes, `keepdims = 0`) per tensor, their scalar outputs
+/// `{tensor}_ReduceMin` / `{tensor}_ReduceMax` added as graph outputs: ORT's augmented calibration model, so the
+/// reductions run inside ONNX Runtime.
+pub fn with_min_max_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+    use super::tensor::{Attr, make_node};
+    use crate::model::graph::TensorType;
+    let mut model = model.clone();
+    if let Some(graph) = model.graph.as_mut() {
+        let types = super::infer::infer_types(graph);
+        for name in tensors {
+            let elem_type = types.types.get(name).map_or(dtype::FLOAT, |t| t.elem_type);
+            for op in ["ReduceMin", "ReduceMax"] {
+                let output = format!("{name}_{op}");
+                graph.node.push(make_node(
+                    op,
+                    vec![name.clone()],
+                    vec![output.clone()],
+                    &output,
+                    vec![("keepdims".into(), Attr::Int(0))],
+                ));
+                graph.output.push(value_info(&output, &TensorType { elem_type, shape: None }));
+            }
+        }
+    }
+    model
+}
+
 /// A CPU session of `model` with graph optimizations off (as ORT's calibrator creates it).
 pub fn calibration_session(model: &ModelProto, threads: usize) -> Result<Session, QuantizeError> {
     let environment = ort_environment().map_err(|e| QuantizeError::Runtime(e.to_string()))?;
@@ -153,7 +180,7 @@ impl MinMax {
             )));
         };
         let tensors = tensors_to_calibrate(graph, op_types);
-        let session = calibration_session(&with_outputs(model, &tensors), threads)?;
+        let session = calibration_session(&with_min_max_outputs(model, &tensors), threads)?;
         Ok(Self { session, input: input.to_string(), tensors, ranges: HashMap::new(), batches: 0 })
     }
 
@@ -161,7 +188,9 @@ impl MinMax {
     pub fn collect(&mut self, batch: &Batch) -> Result<(), QuantizeError> {
         let wanted: HashSet<&str> = self.tensors.iter().map(String::as_str).collect();
         let ranges = &mut self.ranges;
-        let mut observe = |name: &str, values: &[f32]| -> Result<(), QuantizeError> {
+        let mut observe = |output: &str, values: &[f32]| -> Result<(), QuantizeError> {
+            let name =
+                output.strip_suffix("_ReduceMin").or_else(|| output.strip_suffix("_ReduceMax")).unwrap_or(output);
             if !wanted.contains(name) || values.is_empty() {
                 return Ok(());
             }
