@@ -98,6 +98,7 @@ fn chains_are_quantized_segment_by_segment_as_the_recipe_does() {
             out: out.path().join(method.name()),
             name: None,
             threads: 0,
+            budget: None,
         };
         let mut events = Vec::new();
         let outcome = quantize_to_disk(&request, &mut |e| events.push(e), &CancelToken::new()).expect("quantize");
@@ -122,6 +123,7 @@ fn request(model: PathBuf, method: Method, out: PathBuf) -> QuantizeRequest {
         out,
         name: None,
         threads: 0,
+        budget: None,
     }
 }
 
@@ -295,4 +297,43 @@ fn quantized_top1_equals_the_recipe_numbers() {
             assert_eq!(correct, want, "{family}/{method}: top-1 {correct} / 10000, recipe {want}");
         }
     }
+}
+
+#[test]
+fn an_accuracy_budget_keeps_the_most_sensitive_nodes_float() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut request = request(zoo("resnet/base.onnx"), Method::Ptq, dir.path().join("budget.onnx"));
+    request.calibration_limit = Some(200);
+    // A zero budget on 300 validation images: the search must keep nodes float, worst first, up to 2.
+    request.budget = Some(quantize::Budget {
+        max_drop_pp: 0.0,
+        validation: root().join("assets/fashion-mnist/test"),
+        limit: Some(300),
+        max_nodes: 2,
+    });
+    let mut steps = 0;
+    let outcome = quantize_to_disk(
+        &request,
+        &mut |e| {
+            if matches!(e, quantize::QuantizeEvent::Budget { .. }) {
+                steps += 1;
+            }
+        },
+        &CancelToken::new(),
+    )
+    .expect("quantize with a budget");
+    let budget = outcome.budget.expect("budget outcome");
+    assert_eq!(budget.steps.len(), steps);
+    assert!(budget.float_top1_percent > 85.0, "{budget:?}");
+    let last = budget.steps.last().expect("a step");
+    if !budget.within_budget {
+        assert_eq!(last.excluded.len(), 2, "{budget:?}");
+    }
+    assert!(budget.steps.windows(2).all(|w| w[1].excluded.len() == w[0].excluded.len() + 1));
+    let floats: Vec<&String> = outcome.segments[0].float_nodes.iter().map(|(n, _)| n).collect();
+    for node in &last.excluded {
+        assert!(floats.contains(&node), "{node} stays float: {floats:?}");
+    }
+    let manifest = std::fs::read_to_string(&outcome.manifest).expect("manifest");
+    assert!(manifest.contains("accuracy budget 0 pp"), "{manifest}");
 }

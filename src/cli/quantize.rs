@@ -61,9 +61,19 @@ pub struct QuantizeArgs {
     /// Op types whose outputs stay float (e.g. Gemm, so logits keep their resolution).
     #[arg(long, value_delimiter = ',')]
     pub keep_output_float: Vec<String>,
-    /// Accuracy budget: not implemented yet (see README).
-    #[arg(long)]
+    /// Accuracy budget (ptq, single graph): keep the most sensitive nodes float, one at a time, until the top-1
+    /// drop against the float model on --validation is at most this many percentage points.
+    #[arg(long, requires = "validation")]
     pub max_drop: Option<f64>,
+    /// Validation dataset for --max-drop.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
+    /// Only the first N validation samples.
+    #[arg(long)]
+    pub validation_limit: Option<usize>,
+    /// Most nodes --max-drop keeps float before giving up.
+    #[arg(long, default_value_t = 20)]
+    pub max_float_nodes: usize,
     /// Variant name (default: derived from the source's, e.g. resnet/base -> resnet/ptq).
     #[arg(long)]
     pub name: Option<String>,
@@ -153,13 +163,22 @@ fn bar(label: &str) -> Option<indicatif::ProgressBar> {
 
 /// Runs `edgescope quantize`.
 pub fn quantize(args: &QuantizeArgs) -> Result<()> {
-    if args.max_drop.is_some() {
-        bail!(
-            "--max-drop (keep the most sensitive nodes float until the accuracy drop fits) is not implemented yet; \
-             run `edgescope sensitivity` and pass the worst producers to --exclude"
-        );
-    }
     let options = args.options()?;
+    let budget = match (args.max_drop, &args.validation) {
+        (Some(max_drop_pp), Some(validation)) => {
+            if !(max_drop_pp.is_finite() && max_drop_pp >= 0.0) {
+                bail!("--max-drop must be a number of percentage points >= 0, not {max_drop_pp}");
+            }
+            Some(crate::optimize::quantize::Budget {
+                max_drop_pp,
+                validation: validation.clone(),
+                limit: args.validation_limit,
+                max_nodes: args.max_float_nodes,
+            })
+        }
+        (None, Some(_)) => bail!("--validation is for --max-drop; add --max-drop PP"),
+        _ => None,
+    };
     let request = QuantizeRequest {
         model: args.model.clone(),
         options,
@@ -168,6 +187,7 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
         out: args.out.clone(),
         name: args.name.clone(),
         threads: args.threads,
+        budget,
     };
     let cancel = cancel_on_ctrl_c();
     let progress = bar("quantizing");
@@ -187,6 +207,17 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
                     bar.set_length(total as u64);
                     bar.set_position(done as u64);
                     bar.set_message(format!("calibrating {segment_label}"));
+                }
+            }
+            QuantizeEvent::Budget { excluded, top1_percent, float_top1_percent } => {
+                let line = format!(
+                    "budget: {excluded} node(s) float: top-1 {top1_percent:.2} % (float {float_top1_percent:.2} %, drop \
+                     {:.2} pp)",
+                    float_top1_percent - top1_percent
+                );
+                match &progress {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
                 }
             }
             QuantizeEvent::Writing => {
@@ -214,6 +245,16 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
     println!("settings: {}", request.options.describe());
     if outcome.calibration_samples > 0 {
         println!("calibration: {} samples", outcome.calibration_samples);
+    }
+    if let Some((budget, last)) = outcome.budget.as_ref().and_then(|b| Some((b, b.steps.last()?))) {
+        println!(
+            "accuracy budget: float top-1 {:.2} %, quantized {:.2} % (drop {:.2} pp, {}); kept float for it: {}",
+            budget.float_top1_percent,
+            last.top1_percent,
+            budget.float_top1_percent - last.top1_percent,
+            if budget.within_budget { "within budget" } else { "budget NOT reached" },
+            if last.excluded.is_empty() { "none".to_string() } else { last.excluded.join(", ") }
+        );
     }
     for report in &outcome.segments {
         println!(

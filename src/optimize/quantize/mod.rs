@@ -13,6 +13,7 @@
 //! in float until the accuracy drop fits a budget.
 
 pub mod arith;
+pub mod budget;
 pub mod calibrate;
 pub mod dynamic;
 pub mod edit;
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arith::QuantType;
 pub use calibrate::{Batch, Ranges};
-pub use run::{QuantizeEvent, QuantizeOutcome, QuantizeRequest, SegmentReport, quantize_to_disk};
+pub use run::{Budget, QuantizeEvent, QuantizeOutcome, QuantizeRequest, SegmentReport, quantize_to_disk};
 
 use crate::model::proto::{GraphProto, ModelProto, NodeProto, StringStringEntryProto};
 

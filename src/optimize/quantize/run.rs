@@ -36,6 +36,21 @@ pub struct QuantizeRequest {
     pub name: Option<String>,
     /// ONNX Runtime intra-op threads (0 = its default).
     pub threads: usize,
+    /// Keep the most sensitive nodes float until the top-1 drop fits (PTQ, single graphs).
+    pub budget: Option<Budget>,
+}
+
+/// An accuracy budget (see [`super::budget`]).
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// Largest top-1 drop against the float model, in percentage points.
+    pub max_drop_pp: f64,
+    /// Validation dataset.
+    pub validation: PathBuf,
+    /// Only its first N samples.
+    pub limit: Option<usize>,
+    /// Most nodes kept float before giving up.
+    pub max_nodes: usize,
 }
 
 /// Progress of a quantization.
@@ -54,6 +69,15 @@ pub enum QuantizeEvent {
         done: usize,
         /// Samples in all.
         total: usize,
+    },
+    /// One step of the accuracy budget: nodes kept float, quantized and float top-1 in percent.
+    Budget {
+        /// Nodes kept float.
+        excluded: usize,
+        /// Quantized top-1.
+        top1_percent: f64,
+        /// Float top-1.
+        float_top1_percent: f64,
     },
     /// Writing and checking the files.
     Writing,
@@ -85,6 +109,8 @@ pub struct QuantizeOutcome {
     pub segments: Vec<SegmentReport>,
     /// Calibration samples used (PTQ).
     pub calibration_samples: usize,
+    /// The accuracy-budget search, when asked for.
+    pub budget: Option<super::budget::BudgetOutcome>,
 }
 
 /// The default name: `family/base` becomes `family/ptq`, `family/ee4` becomes `family/ptq-ee4`, `model` becomes
@@ -193,6 +219,33 @@ pub fn quantize_to_disk(
         models.push(model);
     }
     let count = source.segments.len();
+    let validation = match &request.budget {
+        None => None,
+        Some(_) if options.method != Method::Ptq || count != 1 => {
+            return Err(QuantizeError::Model(
+                "--max-drop works with --method ptq on a single graph (not a chain, not dq)".into(),
+            ));
+        }
+        Some(budget) => {
+            let mut set = Dataset::open(&budget.validation)?;
+            if let Some(limit) = budget.limit {
+                set.truncate(limit);
+            }
+            if let Some(input) = source.input() {
+                let expected: Vec<Option<i64>> = input.shape.iter().map(Dim::fixed).collect();
+                set.check_input_shape(&expected).map_err(|e| {
+                    file_error(&budget.validation, format!("does not fit {}: {e}", request.model.display()))
+                })?;
+            }
+            let size = options.batch_size.max(1);
+            let batches = (0..set.len())
+                .step_by(size)
+                .map(|start| dataset_batch(&set, start, size, set.len()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((batches, set.labels.clone()))
+        }
+    };
+    let mut budget_outcome = None;
     let mut quantized: Vec<Quantized> = Vec::with_capacity(count);
     let mut carriers: Vec<Session> = Vec::new();
     let total = dataset.as_ref().map_or(0, Dataset::len);
@@ -222,7 +275,32 @@ pub fn quantize_to_disk(
                     on_event(QuantizeEvent::Calibrating { done: (start + size).min(total), total });
                 }
                 let ranges = calibrator.ranges()?;
-                super::quantize_static(model, &ranges, options)?
+                match (&validation, &request.budget, segment.exit.as_deref()) {
+                    (Some((batches, labels)), Some(budget), Some(exit)) => {
+                        let (q, outcome) = super::budget::fit(
+                            model,
+                            &ranges,
+                            options,
+                            exit,
+                            batches,
+                            labels,
+                            budget.max_drop_pp,
+                            budget.max_nodes,
+                            request.threads,
+                            cancel,
+                            &mut |step, float_top1| {
+                                on_event(QuantizeEvent::Budget {
+                                    excluded: step.excluded.len(),
+                                    top1_percent: step.top1_percent,
+                                    float_top1_percent: float_top1,
+                                })
+                            },
+                        )?;
+                        budget_outcome = Some(outcome);
+                        q
+                    }
+                    _ => super::quantize_static(model, &ranges, options)?,
+                }
             }
             _ => super::quantize_dynamic(model, options)?,
         };
@@ -232,7 +310,7 @@ pub fn quantize_to_disk(
         quantized.push(q);
     }
     on_event(QuantizeEvent::Writing);
-    write(request, &source, quantized, total)
+    write(request, &source, quantized, total, budget_outcome)
 }
 
 fn write(
@@ -240,6 +318,7 @@ fn write(
     source: &Variant,
     quantized: Vec<Quantized>,
     calibration_samples: usize,
+    budget: Option<super::budget::BudgetOutcome>,
 ) -> Result<QuantizeOutcome, QuantizeError> {
     let method = request.options.method;
     let out = &request.out;
@@ -292,7 +371,17 @@ fn write(
             _ => String::new(),
         },
         if float.is_empty() { String::new() } else { format!("; left float: {}", float.join(", ")) },
-    );
+    ) + &budget.as_ref().and_then(|b| Some((b, b.steps.last()?))).map_or_else(String::new, |(b, last)| {
+        format!(
+            "; accuracy budget {} pp on {}: float top-1 {:.2} %, quantized {:.2} %{}, kept float for it: {}",
+            request.budget.as_ref().map_or(0.0, |x| x.max_drop_pp),
+            request.budget.as_ref().map_or_else(String::new, |x| x.validation.display().to_string()),
+            b.float_top1_percent,
+            last.top1_percent,
+            if b.within_budget { "" } else { " (budget not reached)" },
+            if last.excluded.is_empty() { "none".to_string() } else { last.excluded.join(", ") }
+        )
+    });
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
@@ -338,5 +427,5 @@ fn write(
         out.join(manifest_file)
     };
     let variant = Variant::open(&manifest_path)?;
-    Ok(QuantizeOutcome { manifest: manifest_path, variant, segments: reports, calibration_samples })
+    Ok(QuantizeOutcome { manifest: manifest_path, variant, segments: reports, calibration_samples, budget })
 }
