@@ -296,6 +296,14 @@ pub fn quantize_to_disk(
                                 })
                             },
                         )?;
+                        let kept: HashSet<String> =
+                            outcome.steps.last().map(|s| s.excluded.iter().cloned().collect()).unwrap_or_default();
+                        let mut q = q;
+                        for (node, reason) in &mut q.float_nodes {
+                            if kept.contains(node) && !options.exclude.contains(node) {
+                                *reason = "kept float to fit the accuracy budget (--max-drop)".into();
+                            }
+                        }
                         budget_outcome = Some(outcome);
                         q
                     }
