@@ -4,6 +4,7 @@
 mod certify;
 mod exits_add;
 mod profile;
+mod quantize;
 mod samples;
 
 use std::io::IsTerminal;
@@ -78,6 +79,11 @@ pub enum Command {
     /// Early exits: split a multi-exit ONNX into a chain, list where exits can go, or add trained exits.
     #[command(subcommand)]
     Exits(ExitsCommand),
+    /// Quantize a float variant (ONNX file or manifest, chains segment by segment): ptq (QDQ) or dq, as ONNX
+    /// Runtime's quantizer does it, written with a manifest tagged ptq/dq.
+    Quantize(quantize::QuantizeArgs),
+    /// Per quantized activation, the signal-to-quantization-noise ratio of a QDQ model against its float model.
+    Sensitivity(quantize::SensitivityArgs),
     /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
     #[command(name = "measure-job", hide = true)]
     MeasureJob,
@@ -310,6 +316,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Exits(ExitsCommand::Split(args))) => exits_split(&args),
         Some(Command::Exits(ExitsCommand::Candidates(args))) => exits_candidates(&args),
         Some(Command::Exits(ExitsCommand::Add(args))) => exits_add::exits_add(&args),
+        Some(Command::Quantize(args)) => quantize::quantize(&args),
+        Some(Command::Sensitivity(args)) => quantize::sensitivity(&args),
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }

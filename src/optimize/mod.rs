@@ -5,6 +5,8 @@
 pub mod exits_add;
 pub mod heads;
 
+pub mod quantize;
+
 use std::path::{Path, PathBuf};
 
 use prost::Message;
