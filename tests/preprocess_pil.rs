@@ -133,10 +133,10 @@ fn spec_versions_load_and_newer_or_mixed_specs_are_refused() {
         std::fs::write(&path, text).expect("write");
         path
     };
-    let newer = write("newer.toml", 3, "");
-    let error = Dataset::open(&newer).expect_err("version 3").to_string();
+    let newer = write("newer.toml", 4, "");
+    let error = Dataset::open(&newer).expect_err("version 4").to_string();
     assert!(
-        error.contains("newer.toml") && error.contains("version 3") && error.contains("update edgescope"),
+        error.contains("newer.toml") && error.contains("version 4") && error.contains("update edgescope"),
         "{error}"
     );
 
