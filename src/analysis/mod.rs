@@ -7,6 +7,7 @@ pub mod certify;
 pub mod loyalty;
 pub mod outcome;
 pub mod policy;
+pub mod random;
 pub mod sweep;
 pub mod trace;
 

@@ -14,6 +14,7 @@
 //! a tenth of the passes. Adam needs no line search, the same code trains the non-convex hidden-layer head, and
 //! each step is a fixed sequence of float operations, so one seed gives one result on one machine.
 
+use crate::analysis::random::SplitMix64;
 use std::fmt;
 
 /// The kind of head.
@@ -151,22 +152,18 @@ impl fmt::Display for Cancelled {
     }
 }
 
-/// SplitMix64: a small, well-known seeded generator (initialization and batch order need nothing more).
-pub struct SplitMix64(u64);
+/// Seeded randomness for initialization and batch order: [`SplitMix64`] with the draws training needs.
+pub struct HeadRng(SplitMix64);
 
-impl SplitMix64 {
+impl HeadRng {
     /// Seeded generator.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SplitMix64(seed))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n`.
@@ -190,7 +187,7 @@ impl SplitMix64 {
 /// A seeded, stratified hold-out: about `share` of every class goes to the second list.
 pub fn stratified_split(labels: &[u32], share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut rng = SplitMix64::new(seed ^ 0x005E_ED0F_5711);
+    let mut rng = HeadRng::new(seed ^ 0x005E_ED0F_5711);
     let (mut keep, mut held) = (Vec::new(), Vec::new());
     for class in 0..classes {
         let mut of_class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == class).collect();
@@ -249,7 +246,7 @@ struct Dense {
 }
 
 impl Dense {
-    fn new(inputs: usize, outputs: usize, rng: Option<&mut SplitMix64>) -> Self {
+    fn new(inputs: usize, outputs: usize, rng: Option<&mut HeadRng>) -> Self {
         let w = match rng {
             // He-uniform initialization for the layer before a ReLU.
             Some(rng) => {
@@ -420,7 +417,7 @@ pub fn train_head(
     let (mean, std) = standardization(train);
     let x = standardize(train, &mean, &std);
     let xv = standardize(val, &mean, &std);
-    let mut rng = SplitMix64::new(config.seed);
+    let mut rng = HeadRng::new(config.seed);
     let features = train.cols;
     let mut net = match config.kind {
         HeadKind::Linear => Net { first: Dense::new(features, classes, None), second: None },
@@ -546,7 +543,7 @@ mod tests {
     /// same predictions on raw features as the trained net on standardized ones.
     #[test]
     fn learns_separable_classes_and_folds_standardization() {
-        let mut rng = SplitMix64::new(3);
+        let mut rng = HeadRng::new(3);
         let classes = 3;
         let mut x = Features::with_cols(4);
         let mut y = Vec::new();
