@@ -1,0 +1,188 @@
+//! Background work seen from the UI thread: draining job, probe, dialog and capture channels.
+
+use std::path::PathBuf;
+
+use eframe::egui;
+
+use super::capture::save_capture;
+use super::world::{self, DialogResult, JobKind};
+use super::{Command, EdgescopeApp, exits_dialog};
+use crate::runtime::{JobMessage, RunEvent, RunOutput};
+
+impl EdgescopeApp {
+    /// Probes remote runners that have no state yet, or whose retry time has come (backoff up to a minute).
+    pub(super) fn probe_devices(&mut self) {
+        let now = std::time::Instant::now();
+        for device in &self.saved.devices {
+            let due = match self.world.device_states.get(&device.name) {
+                None => true,
+                Some(world::DeviceState::Failed { retry_at, .. }) => now >= *retry_at,
+                Some(_) => false,
+            };
+            if !due {
+                continue;
+            }
+            self.world.device_states.insert(device.name.clone(), world::DeviceState::Connecting);
+            let sender = self.world.probes.0.clone();
+            let ctx = self.ctx.clone();
+            let device = device.clone();
+            let spawned =
+                std::thread::Builder::new().name(format!("edgescope-probe-{}", device.name)).spawn(move || {
+                    let result = crate::net::protocol::read_token(&device.token_file).and_then(|token| {
+                        use crate::runtime::Runner;
+                        crate::net::RemoteRunner::new(&device.address, token).device().map_err(|e| e.to_string())
+                    });
+                    let _ = sender.send((device.name, result));
+                    ctx.request_repaint();
+                });
+            if let Err(e) = spawned {
+                self.world.error(format!("cannot probe a device: {e}"));
+            }
+        }
+        while let Ok((name, result)) = self.world.probes.1.try_recv() {
+            let previous_backoff = match self.world.device_states.get(&name) {
+                Some(world::DeviceState::Failed { backoff_s, .. }) => *backoff_s,
+                _ => 0,
+            };
+            let state = match result {
+                Ok(record) => world::DeviceState::Connected(Box::new(record)),
+                Err(error) => {
+                    let backoff_s = (previous_backoff * 2).clamp(5, 60);
+                    world::DeviceState::Failed {
+                        error,
+                        retry_at: std::time::Instant::now() + std::time::Duration::from_secs(backoff_s),
+                        backoff_s,
+                    }
+                }
+            };
+            self.world.device_states.insert(name, state);
+        }
+        if self.world.device_states.values().any(|s| matches!(s, world::DeviceState::Failed { .. })) {
+            self.ctx.request_repaint_after(std::time::Duration::from_secs(1));
+        }
+    }
+
+    /// Drains worker, dialog and capture channels, and turns dropped files into commands.
+    pub(super) fn drain(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect());
+        if !dropped.is_empty() {
+            self.pending.push(Command::AddFiles(dropped));
+        }
+        while let Ok(result) = self.world.dialog_results.try_recv() {
+            self.world.dialog_open = false;
+            match result {
+                DialogResult::Add(paths) => self.pending.push(Command::AddFiles(paths)),
+                DialogResult::Open(path) => self.pending.push(Command::OpenSession(path)),
+                DialogResult::SaveAs(path) => self.pending.push(Command::SaveSessionAs(path)),
+                DialogResult::ExportTables(path, format) => self.pending.push(Command::ExportTables(path, format)),
+                DialogResult::ExportPlot(path) => self.pending.push(Command::CaptureViewport(path, true)),
+                DialogResult::Nothing => {
+                    self.world.notice = Some(
+                        "no file chosen — if no dialog appeared, install xdg-desktop-portal (with a GTK or KDE \
+                         backend) or zenity, or drag files onto the window"
+                            .into(),
+                    );
+                }
+            }
+        }
+        while let Ok((path, region, image)) = self.world.captures.1.try_recv() {
+            match save_capture(&path, region, ctx.pixels_per_point(), &image) {
+                Ok(()) => self.world.notice = Some(format!("saved {}", path.display())),
+                Err(e) => self.world.error(format!("cannot save {}: {e}", path.display())),
+            }
+            self.world.capture_done = true;
+        }
+        self.drain_jobs();
+        exits_dialog::drain(self);
+    }
+
+    pub(super) fn drain_jobs(&mut self) {
+        let mut finished = Vec::new();
+        for (slot_index, slot) in self.world.jobs.iter_mut().enumerate() {
+            let Some(handle) = &slot.handle else { continue };
+            while let Ok(message) = handle.messages.try_recv() {
+                match message {
+                    JobMessage::Event(RunEvent::Queued) => slot.phase = "queued behind another run".into(),
+                    JobMessage::Event(RunEvent::Loading) => slot.phase = "loading".into(),
+                    JobMessage::Event(RunEvent::WarmingUp) => slot.phase = "warming up".into(),
+                    JobMessage::Event(RunEvent::Checkpoint { .. }) => {}
+                    JobMessage::Event(RunEvent::ComparingWithReference { done, total }) => {
+                        slot.phase = format!("comparing with the base for exact loyalty ({done}/{total})");
+                    }
+                    JobMessage::Event(RunEvent::Progress { done, total }) => {
+                        slot.measuring_since.get_or_insert_with(std::time::Instant::now);
+                        slot.phase = "measuring".into();
+                        slot.done = done;
+                        slot.total = total;
+                    }
+                    JobMessage::Finished(result) => {
+                        finished.push((slot_index, *result));
+                        break;
+                    }
+                }
+            }
+        }
+        for (slot_index, result) in finished {
+            let slot = &mut self.world.jobs[slot_index];
+            slot.handle = None;
+            let variant = slot.variant.clone();
+            let kind = slot.kind.clone();
+            match result {
+                Err(crate::runtime::RuntimeError::Cancelled) => slot.phase = "cancelled before it started".into(),
+                Err(e) => {
+                    slot.phase = "failed".into();
+                    slot.failed = true;
+                    let device = slot.device.clone();
+                    if let crate::runtime::RuntimeError::Interrupted { partial, .. } = &e
+                        && self.world.session.keep_partial((**partial).clone())
+                    {
+                        self.world.runs_changed();
+                    }
+                    self.world.error(format!("{variant} on {device}: {e}"));
+                }
+                Ok(RunOutput::Trace(run)) if run.info.complete => {
+                    slot.phase = "done".into();
+                    if !run.info.skipped.is_empty() || run.info.resources.as_ref().is_some_and(|r| r.is_noisy()) {
+                        let notes = crate::report::run_notes(&run.info);
+                        self.world.notice = Some(format!("{variant}: {}", notes.join("; ")));
+                    }
+                    self.world.session.upsert_run(run);
+                    self.world.runs_changed();
+                    if self.saved.selected_variant.is_none() {
+                        self.saved.selected_variant = Some(variant);
+                    }
+                }
+                Ok(RunOutput::Trace(run)) => {
+                    let measured = run.trace.len();
+                    let failure = run.info.failure.clone();
+                    match &failure {
+                        Some(_) => {
+                            slot.phase = "failed".into();
+                            slot.failed = true;
+                        }
+                        None => slot.phase = format!("cancelled after {measured} samples"),
+                    }
+                    let kept = measured > 0 && self.world.session.keep_partial(run);
+                    if kept {
+                        self.world.runs_changed();
+                    }
+                    let what = if kept {
+                        format!("its {measured} measured samples are kept, marked incomplete")
+                    } else {
+                        "the complete trace already there is kept".into()
+                    };
+                    match failure {
+                        Some(failure) => self.world.error(format!("{variant}: {failure}; {what}")),
+                        None => self.world.notice = Some(format!("{variant}: cancelled; {what}")),
+                    }
+                }
+                Ok(RunOutput::Dynamic(run)) => {
+                    slot.phase = if run.info.complete { "done".into() } else { "cancelled".into() };
+                    if let (true, JobKind::Verify(policy, _)) = (run.info.complete, kind) {
+                        self.finish_verification(variant, run, &policy);
+                    }
+                }
+            }
+        }
+    }
+}

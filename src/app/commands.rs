@@ -1,0 +1,91 @@
+//! What widgets can ask for: [`Command`]s, queued through a [`Commands`] sink and applied in `logic`.
+
+use std::path::PathBuf;
+
+use super::state::{self, Tab};
+use crate::analysis::{Criterion, Policy};
+use crate::report::Format;
+
+/// Everything a widget can ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Open a session file.
+    OpenSession(PathBuf),
+    /// Start an empty session.
+    NewSession,
+    /// Save to the current file (or ask where).
+    SaveSession,
+    /// Save to this file.
+    SaveSessionAs(PathBuf),
+    /// Ask for a session to open.
+    PickSessionToOpen,
+    /// Ask where to save.
+    PickSessionToSave,
+    /// Ask for variant or dataset files to add.
+    PickFilesToAdd,
+    /// Add variants (ONNX, manifests) and datasets (spec, folder, IDX, NPY).
+    AddFiles(Vec<PathBuf>),
+    /// Show a tab.
+    SelectTab(Tab),
+    /// Explore a variant.
+    SelectVariant(String),
+    /// Change the exit criterion.
+    SetCriterion(Criterion),
+    /// Change the inf-opt budget.
+    SetBudget(f64),
+    /// Set a variant's thresholds.
+    SetPolicy(String, Policy),
+    /// Tick or untick a variant for running.
+    ToggleRunSelection(String),
+    /// Choose the dataset to run on.
+    SetRunDataset(String),
+    /// Change run settings.
+    SetRunSettings {
+        /// Intra-op threads.
+        threads: usize,
+        /// Warm-up runs.
+        warmup: usize,
+        /// Sample limit (0 = all).
+        limit: usize,
+    },
+    /// Run the ticked variants.
+    StartRuns,
+    /// Cancel a job.
+    CancelJob(u64),
+    /// Run the explored variant dynamically at its current policy.
+    Verify,
+    /// Ask where to export the tables.
+    PickTableExport(Format),
+    /// Write the tables.
+    ExportTables(PathBuf, Format),
+    /// Ask where to save the accuracy/latency plot as PNG.
+    PickPlotExport,
+    /// Capture the viewport (cropped to the plot when `crop` is set) into a PNG.
+    CaptureViewport(PathBuf, bool),
+    /// Add (or replace) a remote runner.
+    AddDevice(state::DeviceConfig),
+    /// Forget a remote runner.
+    RemoveDevice(String),
+    /// Tick or untick a device for running.
+    ToggleRunDevice(String),
+    /// Run a failed trace job again.
+    RetryJob(u64),
+    /// Sort a comparison table by a column (again: reverse).
+    SortTable(String, usize),
+    /// Show the resource timeline of a run.
+    ShowTimeline(usize),
+    /// Hide an error.
+    DismissError(usize),
+    /// Hide the first-start hint.
+    DismissHint,
+}
+
+/// A command sink handed to drawing code.
+pub struct Commands<'a>(pub(super) &'a mut Vec<Command>);
+
+impl Commands<'_> {
+    /// Queues a command.
+    pub fn send(&mut self, command: Command) {
+        self.0.push(command);
+    }
+}

@@ -1,0 +1,401 @@
+//! Command handling: [`EdgescopeApp::apply`] is the one place the world changes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::world::{self, DialogResult, JobKind, JobSlot, Verification};
+use super::{Command, EdgescopeApp, first_early_exit_variant};
+use crate::analysis::Policy;
+use crate::data::Dataset;
+use crate::model::Variant;
+use crate::report::Format;
+use crate::runtime::{IsolatedRunner, Job, LocalRunner, RunMode, RunSettings, spawn_job};
+use crate::session::{Session, VariantEntry, write_atomically};
+
+impl EdgescopeApp {
+    /// Applies a command: the one place the world changes.
+    pub fn apply(&mut self, command: Command) {
+        let world = &mut self.world;
+        match command {
+            Command::OpenSession(path) => match Session::load(&path) {
+                Ok(session) => {
+                    world.set_session(session, Some(path.clone()));
+                    self.saved.remember_session(path);
+                    let selected_ok =
+                        self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
+                    if !selected_ok {
+                        self.saved.selected_variant = first_early_exit_variant(world);
+                    }
+                }
+                Err(e) => world.error(e.to_string()),
+            },
+            Command::NewSession => world.set_session(Session::default(), None),
+            Command::SaveSession => match world.session_path.clone() {
+                Some(path) => self.apply(Command::SaveSessionAs(path)),
+                None => self.apply(Command::PickSessionToSave),
+            },
+            Command::SaveSessionAs(path) => match world.session.save(&path) {
+                Ok(()) => {
+                    world.session_path = Some(path.clone());
+                    world.dirty = false;
+                    world.notice = Some(format!("saved {}", path.display()));
+                    self.saved.remember_session(path);
+                }
+                Err(e) => world.error(e.to_string()),
+            },
+            Command::PickSessionToOpen => self.dialog(|| {
+                rfd::FileDialog::new()
+                    .set_title("Open an edgescope session")
+                    .add_filter("edgescope session", &["json"])
+                    .pick_file()
+                    .map_or(DialogResult::Nothing, DialogResult::Open)
+            }),
+            Command::PickSessionToSave => self.dialog(|| {
+                rfd::FileDialog::new()
+                    .set_title("Save the session")
+                    .set_file_name("session.json")
+                    .save_file()
+                    .map_or(DialogResult::Nothing, DialogResult::SaveAs)
+            }),
+            Command::PickFilesToAdd => self.dialog(|| {
+                rfd::FileDialog::new()
+                    .set_title("Add variants (ONNX, manifest) or datasets (dataset.toml, IDX, NPY)")
+                    .add_filter("models and datasets", &["onnx", "toml", "gz", "npy", "idx3-ubyte"])
+                    .pick_files()
+                    .map_or(DialogResult::Nothing, DialogResult::Add)
+            }),
+            Command::AddFiles(paths) => {
+                for path in paths {
+                    self.add_file(&path);
+                }
+            }
+            Command::SelectTab(tab) => self.saved.tab = tab,
+            Command::SelectVariant(name) => self.saved.selected_variant = Some(name),
+            Command::SetCriterion(criterion) => self.saved.criterion = criterion,
+            Command::SetBudget(budget) => self.saved.budget_pp = budget.clamp(0.0, 100.0),
+            Command::SetPolicy(variant, policy) => {
+                world.session.policies.insert(variant, policy);
+                world.dirty = true;
+                world.revision += 1;
+            }
+            Command::SortTable(table, column) => {
+                let ascending = match &world.table_sort {
+                    Some((t, c, ascending)) if *t == table && *c == column => !ascending,
+                    _ => false,
+                };
+                world.table_sort = Some((table, column, ascending));
+            }
+            Command::ShowTimeline(index) => world.timeline_run = Some(index),
+            Command::AddDevice(device) => {
+                if device.name.trim().is_empty() || device.address.trim().is_empty() {
+                    world.error("a device needs a name and an address (tcp://HOST:PORT)");
+                } else {
+                    world.device_states.remove(&device.name);
+                    world.run_devices.insert(device.name.clone());
+                    self.saved.devices.retain(|d| d.name != device.name);
+                    self.saved.devices.push(device);
+                }
+            }
+            Command::RemoveDevice(name) => {
+                self.saved.devices.retain(|d| d.name != name);
+                world.device_states.remove(&name);
+                world.run_devices.remove(&name);
+            }
+            Command::ToggleRunDevice(name) => {
+                if !world.run_devices.remove(&name) {
+                    world.run_devices.insert(name);
+                }
+            }
+            Command::RetryJob(id) => {
+                let retry = world
+                    .jobs
+                    .iter()
+                    .find(|j| j.id == id && j.failed && j.kind == JobKind::Trace)
+                    .map(|j| (j.variant.clone(), j.dataset.clone(), j.device.clone()));
+                if let Some((variant, dataset_name, device)) = retry {
+                    match world.dataset(&dataset_name) {
+                        Ok(dataset) => self.start_job(&variant, &dataset, JobKind::Trace, &device),
+                        Err(e) => world.error(e),
+                    }
+                }
+            }
+            Command::ToggleRunSelection(name) => {
+                if !world.run_selection.remove(&name) {
+                    world.run_selection.insert(name);
+                }
+            }
+            Command::SetRunDataset(name) => world.run_dataset = Some(name),
+            Command::SetRunSettings { threads, warmup, limit } => {
+                self.saved.run_threads = threads;
+                self.saved.run_warmup = warmup;
+                self.saved.run_limit = limit;
+            }
+            Command::StartRuns => self.start_runs(),
+            Command::CancelJob(id) => {
+                if let Some(handle) = world.jobs.iter().find(|j| j.id == id).and_then(|j| j.handle.as_ref()) {
+                    handle.cancel();
+                }
+            }
+            Command::Verify => self.start_verify(),
+            Command::PickTableExport(format) => {
+                let extension = if format == Format::Markdown { "md" } else { "csv" };
+                self.dialog(move || {
+                    rfd::FileDialog::new()
+                        .set_title("Export the tables")
+                        .set_file_name(format!("edgescope-tables.{extension}"))
+                        .save_file()
+                        .map_or(DialogResult::Nothing, |p| DialogResult::ExportTables(p, format))
+                })
+            }
+            Command::ExportTables(path, format) => {
+                let options = crate::report::ReportOptions {
+                    criterion: self.saved.criterion,
+                    budget_pp: self.saved.budget_pp,
+                    ..crate::report::ReportOptions::default()
+                };
+                let rows = crate::report::rows(&world.session, &options);
+                let mut tables = crate::report::tables(&rows, &options);
+                tables.push(crate::report::runs_table(&world.session));
+                let text = crate::report::render(&tables, &rows, format);
+                match write_atomically(&path, text.as_bytes()) {
+                    Ok(()) => world.notice = Some(format!("exported {}", path.display())),
+                    Err(e) => world.error(format!("cannot write {}: {e}", path.display())),
+                }
+            }
+            Command::PickPlotExport => self.dialog(|| {
+                rfd::FileDialog::new()
+                    .set_title("Save the plot as PNG")
+                    .set_file_name("edgescope-plot.png")
+                    .save_file()
+                    .map_or(DialogResult::Nothing, DialogResult::ExportPlot)
+            }),
+            Command::CaptureViewport(path, crop) => {
+                let region = if crop { world.plot_rect } else { None };
+                let sender = world.captures.0.clone();
+                let ctx = self.ctx.clone();
+                self.ctx.request_screenshot(move |image| {
+                    let _ = sender.try_send((path, region, image));
+                    ctx.request_repaint();
+                });
+            }
+            Command::DismissError(index) => {
+                if index < world.errors.len() {
+                    world.errors.remove(index);
+                }
+            }
+            Command::DismissHint => self.saved.hint_dismissed = true,
+        }
+    }
+
+    /// Runs a blocking file dialog on its own thread; its answer arrives through the dialog channel.
+    pub(super) fn dialog(&mut self, show: impl FnOnce() -> DialogResult + Send + 'static) {
+        if self.world.dialog_open {
+            self.world.notice = Some("a file dialog is already open".into());
+            return;
+        }
+        let sender = self.world.dialog_sender.clone();
+        let ctx = self.ctx.clone();
+        let spawned = std::thread::Builder::new().name("edgescope-dialog".into()).spawn(move || {
+            let _ = sender.send(show());
+            ctx.request_repaint();
+        });
+        match spawned {
+            Ok(_) => self.world.dialog_open = true,
+            Err(e) => self.world.error(format!("cannot open a file dialog: {e}")),
+        }
+    }
+
+    /// Adds one dropped or picked file: a variant if it is a model or manifest, else a dataset.
+    pub(super) fn add_file(&mut self, path: &Path) {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let is_variant = name.ends_with(".onnx")
+            || (name.ends_with(".toml")
+                && std::fs::read_to_string(path).is_ok_and(|t| t.contains(crate::model::variant::MANIFEST_FORMAT)));
+        if is_variant {
+            match Variant::open(path) {
+                Ok(mut variant) => {
+                    self.world.notice = Some(format!("added variant {}", variant.name));
+                    // A bare float ONNX file: the first becomes the session's base (loyalty and compression are
+                    // measured against it), later ones are compared with it rather than with themselves.
+                    let bare_float = name.ends_with(".onnx") && variant.has_tag("base");
+                    let session = &mut self.world.session;
+                    if bare_float && session.base.is_none() && !session.variants.iter().any(|v| v.has_tag("base")) {
+                        session.base = Some(variant.name.clone());
+                        self.world.notice =
+                            Some(format!("added variant {}, the base (the first float model)", variant.name));
+                    } else if bare_float && session.base.is_some() {
+                        variant.tags = vec!["float".into()];
+                    }
+                    self.world.run_selection.insert(variant.name.clone());
+                    self.world.session.upsert_variant(VariantEntry::of(&variant));
+                    self.world.dirty = true;
+                }
+                Err(e) => self.world.error(e.to_string()),
+            }
+        } else {
+            match Dataset::open(path) {
+                Ok(dataset) => {
+                    self.world.notice = Some(format!("added dataset {} ({} samples)", dataset.name, dataset.len()));
+                    self.world.add_dataset(dataset);
+                }
+                Err(e) => self.world.error(e.to_string()),
+            }
+        }
+    }
+
+    pub(super) fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            intra_threads: self.saved.run_threads,
+            warmup_runs: self.saved.run_warmup,
+            limit: (self.saved.run_limit > 0).then_some(self.saved.run_limit),
+            ..RunSettings::default()
+        }
+    }
+
+    /// Starts one trace job per ticked variant on the chosen dataset.
+    pub(super) fn start_runs(&mut self) {
+        let Some(dataset_name) = self.world.run_dataset.clone() else {
+            self.world.error("choose a dataset to run on first (add one with \"Add files\")");
+            return;
+        };
+        let dataset = match self.world.dataset(&dataset_name) {
+            Ok(d) => d,
+            Err(e) => return self.world.error(e),
+        };
+        let names: Vec<String> = self.world.run_selection.iter().cloned().collect();
+        if names.is_empty() {
+            self.world.error("tick at least one variant to run");
+            return;
+        }
+        let devices: Vec<String> = self.world.run_devices.iter().cloned().collect();
+        if devices.is_empty() {
+            self.world.error("tick at least one device to run on");
+            return;
+        }
+        for device in &devices {
+            for name in &names {
+                self.start_job(name, &dataset, JobKind::Trace, device);
+            }
+        }
+    }
+
+    pub(super) fn start_job(&mut self, variant_name: &str, dataset: &Arc<Dataset>, kind: JobKind, device: &str) {
+        let mut settings = self.run_settings();
+        let remote = if device == world::THIS_MACHINE {
+            None
+        } else {
+            let Some(config) = self.saved.devices.iter().find(|d| d.name == device) else {
+                self.world.error(format!("no device called {device} is configured"));
+                return;
+            };
+            match crate::net::protocol::read_token(&config.token_file) {
+                Ok(token) => Some(crate::net::RemoteRunner::new(&config.address, token)),
+                Err(e) => return self.world.error(format!("{device}: {e}")),
+            }
+        };
+        let world = &mut self.world;
+        if world
+            .jobs
+            .iter()
+            .any(|j| j.handle.is_some() && j.variant == variant_name && j.dataset == dataset.name && j.device == device)
+        {
+            world.error(format!("{variant_name} is already running on {} ({device}); wait or cancel it", dataset.name));
+            return;
+        }
+        let Some(entry) = world.session.variant(variant_name) else {
+            world.error(format!("the session does not list variant {variant_name}"));
+            return;
+        };
+        let variant = match entry.open() {
+            Ok(v) => Arc::new(v),
+            Err(e) => return world.error(e.to_string()),
+        };
+        if let Err(e) = crate::runtime::check_compatible(&variant, dataset) {
+            return world.error(e.to_string());
+        }
+        let mode = match &kind {
+            JobKind::Trace => RunMode::Trace,
+            JobKind::Verify(policy, covered) => {
+                settings.sample_resources = false;
+                settings.limit = Some((*covered).max(1));
+                RunMode::Dynamic(policy.clone())
+            }
+        };
+        let total = settings.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
+        let reference = match &mode {
+            RunMode::Trace => world.session.reference_for(&variant).unwrap_or_else(|warning| {
+                world.error(warning);
+                None
+            }),
+            RunMode::Dynamic(_) => None,
+        };
+        let job = Job { variant, dataset: Arc::clone(dataset), settings, mode, reference };
+        let ctx = self.ctx.clone();
+        let notify = move || ctx.request_repaint();
+        let spawned = match (remote, &self.child_executable) {
+            (None, Some(executable)) => spawn_job(IsolatedRunner::new(executable.clone()), job, notify),
+            (None, None) => spawn_job(LocalRunner::new(), job, notify),
+            (Some(runner), _) => spawn_job(runner, job, notify),
+        };
+        match spawned {
+            Ok(handle) => {
+                let id = world.next_job_id;
+                world.next_job_id += 1;
+                world.jobs.push(JobSlot {
+                    id,
+                    variant: variant_name.to_string(),
+                    dataset: dataset.name.clone(),
+                    device: device.to_string(),
+                    kind,
+                    failed: false,
+                    handle: Some(handle),
+                    done: 0,
+                    total,
+                    phase: "starting".into(),
+                    started: std::time::Instant::now(),
+                    measuring_since: None,
+                });
+            }
+            Err(e) => world.error(format!("cannot start a worker thread: {e}")),
+        }
+    }
+
+    /// Verifies the explored variant at its current policy with a dynamic run over the trace's samples.
+    pub(super) fn start_verify(&mut self) {
+        let Some(variant) = self.saved.selected_variant.clone() else { return };
+        let Some(index) = self.world.run_index(&variant) else { return };
+        let Some(policy) = self.world.policy_for(&variant, self.saved.criterion) else {
+            self.world.error(format!("{variant} has no early exit to verify"));
+            return;
+        };
+        let run = &self.world.session.runs[index];
+        let dataset_name = run.info.dataset.clone();
+        // The dataset samples the trace covers (measured and skipped); the dynamic run covers the same ones.
+        let covered = run.info.samples_done.max(run.trace.len() + run.info.skipped.len());
+        let dataset = match self.world.dataset(&dataset_name) {
+            Ok(d) => d,
+            Err(e) => return self.world.error(e),
+        };
+        self.start_job(&variant, &dataset, JobKind::Verify(policy, covered), world::THIS_MACHINE);
+    }
+
+    pub(super) fn finish_verification(&mut self, variant: String, run: crate::runtime::DynamicRun, policy: &Policy) {
+        let Some(index) = self.world.run_index(&variant) else { return };
+        let Some(analysis) = self.world.analysis(index, policy.criterion) else { return };
+        let predicted = analysis.prepared.evaluate(policy);
+        let exits = analysis.prepared.exit_of_each_sample(policy);
+        let same_exit = exits.iter().zip(&run.exit_taken).filter(|(a, b)| a == b).count();
+        self.world.session.verifications.retain(|v| v.info.variant != variant);
+        self.world.session.verifications.push(run.clone());
+        self.world.dirty = true;
+        self.world.verification = Some(Verification { variant, run, predicted, same_exit });
+    }
+
+    /// Applies queued commands.
+    pub(super) fn apply_pending(&mut self) {
+        let commands = std::mem::take(&mut self.pending);
+        for command in commands {
+            self.apply(command);
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The top bar (file actions, tabs) and the message strip (errors, notices, the first-start hint).
+
+use eframe::egui;
+
+use super::{Command, Commands, EdgescopeApp, Tab, demo_session_path};
+
+impl EdgescopeApp {
+    pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands<'_>) {
+        ui.horizontal_wrapped(|ui| {
+            ui.strong("edgescope");
+            ui.separator();
+            if ui.button("Open…").clicked() {
+                commands.send(Command::PickSessionToOpen);
+            }
+            let save_label = if self.world.dirty { "Save*" } else { "Save" };
+            if ui.button(save_label).clicked() {
+                commands.send(Command::SaveSession);
+            }
+            if ui.button("Save as…").clicked() {
+                commands.send(Command::PickSessionToSave);
+            }
+            ui.menu_button("Recent", |ui| {
+                if self.saved.recent_sessions.is_empty() {
+                    ui.label("no recent sessions");
+                }
+                for path in &self.saved.recent_sessions {
+                    if ui.button(path.display().to_string()).clicked() {
+                        commands.send(Command::OpenSession(path.clone()));
+                        ui.close();
+                    }
+                }
+                if let Some(demo) = demo_session_path()
+                    && ui.button("Demo session").clicked()
+                {
+                    commands.send(Command::OpenSession(demo));
+                    ui.close();
+                }
+                if ui.button("New empty session").clicked() {
+                    commands.send(Command::NewSession);
+                    ui.close();
+                }
+            });
+            if ui
+                .button("Add files…")
+                .on_hover_text("ONNX models, manifests, datasets; or drop them on the window")
+                .clicked()
+            {
+                commands.send(Command::PickFilesToAdd);
+            }
+            ui.separator();
+            for tab in Tab::ALL {
+                if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {
+                    commands.send(Command::SelectTab(tab));
+                }
+            }
+            ui.separator();
+            let name = self.world.session_path.as_ref().map_or("unsaved session".into(), |p| p.display().to_string());
+            ui.weak(name);
+        });
+    }
+
+    pub(super) fn messages_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands<'_>) {
+        for (index, error) in self.world.errors.iter().enumerate() {
+            ui.horizontal(|ui| {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Error: {error}"));
+                if ui.small_button("dismiss").clicked() {
+                    commands.send(Command::DismissError(index));
+                }
+            });
+        }
+        if let Some(notice) = &self.world.notice {
+            ui.weak(notice);
+        }
+        if !self.saved.hint_dismissed {
+            ui.horizontal(|ui| {
+                ui.label(
+                    "Start here: pick an early-exit variant in Explore and drag its exit threshold — accuracy, exit \
+                     rate and latency follow live. Compare shows the study's tables; drop ONNX files or datasets on \
+                     the window to add your own, then run them in Runs.",
+                );
+                if ui.small_button("got it").clicked() {
+                    commands.send(Command::DismissHint);
+                }
+            });
+        }
+    }
+}
