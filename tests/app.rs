@@ -200,3 +200,88 @@ fn bare_onnx_files_added_to_a_new_session_get_the_first_float_model_as_base() {
     // The first variant's details are open: the Models tab says what its exits hold.
     assert!(has_text_starting(&harness, "exit outputs: logits (no softmax in the graph)"));
 }
+
+/// Steps the app until `done` holds (background work arrives between frames), failing after `limit`.
+fn step_until(harness: &mut Harness<'_, EdgescopeApp>, limit: Duration, done: impl Fn(&EdgescopeApp) -> bool) {
+    let started = Instant::now();
+    while !done(harness.state()) {
+        assert!(started.elapsed() < limit, "timed out waiting for the app");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    harness.run();
+}
+
+#[test]
+fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, b"app-test-token-0123456789").expect("token");
+    let (mut child, address) = common::spawn_runner_process(&dir.path().join("cache"), &token_file);
+    let mut harness = harness(session_copy(&dir), Tab::Runs);
+    harness.run();
+    // Only the runner's trace of tiny/ee remains: measure it there.
+    harness.state_mut().world.session.runs.retain(|r| r.info.variant != "tiny/ee");
+    let device = edgescope::app::state::DeviceConfig {
+        name: "loopback".into(),
+        address: format!("tcp://{address}"),
+        token_file: token_file.clone(),
+    };
+    harness.state_mut().send(Command::AddDevice(device));
+    harness.state_mut().send(Command::ToggleRunDevice("this machine".into()));
+    let selection = harness.state().world.run_selection.clone();
+    for name in selection.iter().filter(|n| n.as_str() != "tiny/ee") {
+        harness.state_mut().send(Command::ToggleRunSelection(name.clone()));
+    }
+    if !selection.contains("tiny/ee") {
+        harness.state_mut().send(Command::ToggleRunSelection("tiny/ee".into()));
+    }
+    harness.run();
+    harness.state_mut().send(Command::StartRuns);
+    step_until(&mut harness, Duration::from_secs(120), |app| {
+        !app.world.jobs.is_empty() && app.world.jobs.iter().all(|j| j.handle.is_none())
+    });
+    let run = harness.state().world.session.runs.iter().find(|r| r.info.variant == "tiny/ee").expect("remote trace");
+    assert_eq!(run.info.runner.as_deref(), Some(format!("tcp://{address}").as_str()));
+
+    harness.state_mut().send(Command::SelectVariant("tiny/ee".into()));
+    harness.state_mut().send(Command::SelectTab(Tab::Explore));
+    harness.run();
+    harness.get_by_label("Verify").click();
+    harness.run();
+    let verify_job = harness.state().world.jobs.last().expect("a verify job");
+    assert_eq!(verify_job.device, "loopback", "Verify runs where the trace was measured");
+    step_until(&mut harness, Duration::from_secs(120), |app| app.world.verification.is_some());
+    let verification = harness.state().world.verification.as_ref().expect("verified");
+    assert_eq!(verification.device, "loopback");
+    assert_eq!(verification.run.info.runner.as_deref(), Some(format!("tcp://{address}").as_str()));
+    let policy = harness.state().world.session.policies.get("tiny/ee").cloned();
+    let expected_thresholds = policy.map_or_else(|| verification.policy.thresholds.clone(), |p| p.thresholds);
+    assert_eq!(verification.policy.thresholds, expected_thresholds, "the thresholds it ran at are recorded");
+    assert!(has_text_starting(&harness, "on loopback at "), "the result names the device and thresholds");
+    let job = harness.state().world.jobs.last().expect("job");
+    let rate_at_end = job.rate();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(harness.state().world.jobs.last().expect("job").rate(), rate_at_end, "a finished job's rate is frozen");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_budget_box_moves_inf_opt_in_explore() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Explore);
+    harness.run();
+    let inf_opt_at = |harness: &mut Harness<'_, EdgescopeApp>, budget_pp: f64| {
+        harness.state_mut().send(Command::SetBudget(budget_pp));
+        harness.run();
+        harness.get_by_label("Set inf-opt").click();
+        harness.run();
+        harness.state().world.session.policies.get("tiny/ee").cloned().expect("inf-opt set a policy")
+    };
+    let strict = inf_opt_at(&mut harness, 0.0);
+    let loose = inf_opt_at(&mut harness, 20.0);
+    assert_ne!(strict, loose, "a larger accuracy budget lets inf-opt exit earlier");
+    // Exiting earlier under entropy means a higher threshold.
+    assert!(loose.thresholds[0] > strict.thresholds[0], "{strict:?} vs {loose:?}");
+}

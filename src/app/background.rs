@@ -98,9 +98,19 @@ impl EdgescopeApp {
 
     pub(super) fn drain_jobs(&mut self) {
         let mut finished = Vec::new();
+        let mut dead = Vec::new();
         for (slot_index, slot) in self.world.jobs.iter_mut().enumerate() {
             let Some(handle) = &slot.handle else { continue };
-            while let Ok(message) = handle.messages.try_recv() {
+            loop {
+                let message = match handle.messages.try_recv() {
+                    Ok(message) => message,
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    // The worker hung up without a result (it panicked or was killed): the job ends here.
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        dead.push(slot_index);
+                        break;
+                    }
+                };
                 match message {
                     JobMessage::Event(RunEvent::Queued) => slot.phase = "queued behind another run".into(),
                     JobMessage::Event(RunEvent::Loading) => slot.phase = "loading".into(),
@@ -122,17 +132,32 @@ impl EdgescopeApp {
                 }
             }
         }
+        let now = std::time::Instant::now();
+        for slot_index in dead {
+            let slot = &mut self.world.jobs[slot_index];
+            slot.handle = None;
+            slot.ended = Some(now);
+            slot.failed = true;
+            slot.phase = "failed: its worker stopped".into();
+            let message = format!(
+                "{} on {}: the worker thread stopped without a result (a crash in the runner); the samples it \
+                 measured are lost — run it again, and report this if it repeats",
+                slot.variant, slot.device
+            );
+            self.world.error(message);
+        }
         for (slot_index, result) in finished {
             let slot = &mut self.world.jobs[slot_index];
             slot.handle = None;
+            slot.ended = Some(now);
             let variant = slot.variant.clone();
+            let device = slot.device.clone();
             let kind = slot.kind.clone();
             match result {
                 Err(crate::runtime::RuntimeError::Cancelled) => slot.phase = "cancelled before it started".into(),
                 Err(e) => {
                     slot.phase = "failed".into();
                     slot.failed = true;
-                    let device = slot.device.clone();
                     if let crate::runtime::RuntimeError::Interrupted { partial, .. } = &e
                         && self.world.session.keep_partial((**partial).clone())
                     {
@@ -179,7 +204,7 @@ impl EdgescopeApp {
                 Ok(RunOutput::Dynamic(run)) => {
                     slot.phase = if run.info.complete { "done".into() } else { "cancelled".into() };
                     if let (true, JobKind::Verify(policy, _)) = (run.info.complete, kind) {
-                        self.finish_verification(variant, run, &policy);
+                        self.finish_verification(variant, device, run, &policy);
                     }
                 }
             }

@@ -7,7 +7,7 @@ use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
 
 use super::state::SavedState;
-use super::world::World;
+use super::world::{JobKind, World};
 use super::{Command, Commands};
 use crate::analysis::{Criterion, Outcome, Policy};
 
@@ -198,7 +198,7 @@ fn controls_ui(
     ui.separator();
     ui.heading("Outcome");
     readouts_ui(ui, outcome, analysis.prepared.base_accuracy());
-    verification_ui(ui, world, selected);
+    verification_ui(ui, world, selected, commands);
 }
 
 /// The live numbers. Each is one label, so tests and screen readers find it by its text.
@@ -230,17 +230,37 @@ fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>)
     }
 }
 
-fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str) {
-    if let Some(job) = world.jobs.iter().rev().find(|j| j.variant == selected && j.handle.is_some()) {
-        ui.add(
-            egui::ProgressBar::new(job.done as f32 / job.total.max(1) as f32).text(format!("verifying… {}", job.phase)),
-        );
+/// Thresholds as the user reads them: "entropy <= 0.450, 0.300".
+fn thresholds_text(policy: &Policy) -> String {
+    let verb = if policy.criterion.exits_below() { "<=" } else { ">=" };
+    let values: Vec<String> = policy.thresholds.iter().map(|t| format!("{t:.3}")).collect();
+    format!("{} {verb} {}", policy.criterion.name(), values.join(", "))
+}
+
+fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str, commands: &mut Commands<'_>) {
+    let verifying = world
+        .jobs
+        .iter()
+        .rev()
+        .find(|j| j.variant == selected && j.handle.is_some() && matches!(j.kind, JobKind::Verify(..)));
+    if let Some(job) = verifying {
+        ui.horizontal(|ui| {
+            let eta = job.eta_s().map_or(String::new(), |e| format!(", ETA {e:.0} s"));
+            let text =
+                format!("verifying on {}: {} / {} samples{eta} ({})", job.device, job.done, job.total, job.phase);
+            ui.add(egui::ProgressBar::new(job.done as f32 / job.total.max(1) as f32).text(text).desired_width(360.0));
+            if ui.button("Cancel").on_hover_text("Stop the verification run").clicked() {
+                commands.send(Command::CancelJob(job.id));
+            }
+        });
     }
     let Some(v) = world.verification.as_ref().filter(|v| v.variant == selected) else { return };
     let mut measured = v.run.latency_us.clone();
     let measured = crate::analysis::LatencySummary::from_values(&mut measured);
     ui.separator();
     ui.heading("Verified (dynamic run)");
+    ui.label(format!("on {} at {}", v.device, thresholds_text(&v.policy)))
+        .on_hover_text("The device and thresholds of the dynamic run; the prediction is the trace's at the same ones");
     egui::Grid::new("verification").striped(true).show(ui, |ui| {
         ui.label("");
         ui.strong("predicted");

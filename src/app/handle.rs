@@ -354,13 +354,15 @@ impl EdgescopeApp {
                     phase: "starting".into(),
                     started: std::time::Instant::now(),
                     measuring_since: None,
+                    ended: None,
                 });
             }
             Err(e) => world.error(format!("cannot start a worker thread: {e}")),
         }
     }
 
-    /// Verifies the explored variant at its current policy with a dynamic run over the trace's samples.
+    /// Verifies the explored variant at its current policy with a dynamic run over the trace's samples, on the
+    /// device that measured the trace (a prediction from a Jetson's trace is checked on that Jetson).
     pub(super) fn start_verify(&mut self) {
         let Some(variant) = self.saved.selected_variant.clone() else { return };
         let Some(index) = self.world.run_index(&variant) else { return };
@@ -369,6 +371,10 @@ impl EdgescopeApp {
             return;
         };
         let run = &self.world.session.runs[index];
+        let device = match trace_device(&self.saved.devices, run.info.runner.as_deref()) {
+            Ok(device) => device,
+            Err(e) => return self.world.error(format!("cannot verify {variant}: {e}")),
+        };
         let dataset_name = run.info.dataset.clone();
         // The dataset samples the trace covers (measured and skipped); the dynamic run covers the same ones.
         let covered = run.info.samples_done.max(run.trace.len() + run.info.skipped.len());
@@ -376,10 +382,16 @@ impl EdgescopeApp {
             Ok(d) => d,
             Err(e) => return self.world.error(e),
         };
-        self.start_job(&variant, &dataset, JobKind::Verify(policy, covered), world::THIS_MACHINE);
+        self.start_job(&variant, &dataset, JobKind::Verify(policy, covered), &device);
     }
 
-    pub(super) fn finish_verification(&mut self, variant: String, run: crate::runtime::DynamicRun, policy: &Policy) {
+    pub(super) fn finish_verification(
+        &mut self,
+        variant: String,
+        device: String,
+        run: crate::runtime::DynamicRun,
+        policy: &Policy,
+    ) {
         let Some(index) = self.world.run_index(&variant) else { return };
         let Some(analysis) = self.world.analysis(index, policy.criterion) else { return };
         let predicted = analysis.prepared.evaluate(policy);
@@ -388,7 +400,8 @@ impl EdgescopeApp {
         self.world.session.verifications.retain(|v| v.info.variant != variant);
         self.world.session.verifications.push(run.clone());
         self.world.dirty = true;
-        self.world.verification = Some(Verification { variant, run, predicted, same_exit });
+        self.world.verification =
+            Some(Verification { variant, device, policy: policy.clone(), run, predicted, same_exit });
     }
 
     /// Applies queued commands.
@@ -398,4 +411,17 @@ impl EdgescopeApp {
             self.apply(command);
         }
     }
+}
+
+/// The configured device that measured a trace: [`world::THIS_MACHINE`] for a local trace, else the remote runner
+/// whose address the trace records.
+pub(super) fn trace_device(devices: &[super::state::DeviceConfig], runner: Option<&str>) -> Result<String, String> {
+    let Some(runner) = runner else { return Ok(world::THIS_MACHINE.to_string()) };
+    let bare = |address: &str| address.trim().trim_start_matches("tcp://").to_string();
+    devices.iter().find(|d| bare(&d.address) == bare(runner)).map(|d| d.name.clone()).ok_or_else(|| {
+        format!(
+            "its trace was measured on the runner at {runner}, which is not among the devices; add it in Runs \
+             (Devices) to check the prediction on the device that made it"
+        )
+    })
 }

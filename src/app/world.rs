@@ -91,17 +91,23 @@ pub struct JobSlot {
     pub started: Instant,
     /// When measuring started (for rate and ETA).
     pub measuring_since: Option<Instant>,
+    /// When the job ended (finished, failed, cancelled or its worker died): its rate stops there.
+    pub ended: Option<Instant>,
 }
 
 impl JobSlot {
     /// Samples per second since measuring started.
     pub fn rate(&self) -> Option<f64> {
-        let since = self.measuring_since?.elapsed().as_secs_f64();
+        let start = self.measuring_since?;
+        let since = self.ended.unwrap_or_else(Instant::now).saturating_duration_since(start).as_secs_f64();
         (since > 0.2 && self.done > 0).then(|| self.done as f64 / since)
     }
 
-    /// Seconds left at the current rate.
+    /// Seconds left at the current rate (none once the job ended).
     pub fn eta_s(&self) -> Option<f64> {
+        if self.ended.is_some() {
+            return None;
+        }
         self.rate().map(|r| self.total.saturating_sub(self.done) as f64 / r)
     }
 }
@@ -110,6 +116,10 @@ impl JobSlot {
 pub struct Verification {
     /// Variant.
     pub variant: String,
+    /// Where it ran: [`THIS_MACHINE`] or a configured device's name (the device that measured the trace).
+    pub device: String,
+    /// The thresholds it ran at.
+    pub policy: Policy,
     /// The dynamic run.
     pub run: DynamicRun,
     /// The trace's prediction at the same policy.
