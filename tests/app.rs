@@ -16,9 +16,26 @@ use egui_kittest::kittest::{NodeT, Queryable};
 
 fn harness(session: PathBuf, tab: Tab) -> Harness<'static, EdgescopeApp> {
     let saved = SavedState { hint_dismissed: true, tab, ..SavedState::default() };
-    Harness::builder()
+    let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
+    settle(&mut harness);
+    harness
+}
+
+/// Runs frames until background work (opening, analyses, thumbnails) has arrived and the app is idle: the UI
+/// thread never waits for files, so a test steps until they are in.
+fn settle(harness: &mut Harness<'_, EdgescopeApp>) {
+    let started = Instant::now();
+    // Spinners repaint continuously while something loads, so step frame by frame until nothing is under way.
+    let mut idle_frames = 0;
+    while idle_frames < 3 {
+        harness.step();
+        idle_frames = if harness.state().is_loading() { 0 } else { idle_frames + 1 };
+        assert!(started.elapsed() < Duration::from_secs(60), "background work did not settle");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    harness.run();
 }
 
 /// The text of a node: a button's label, or a text label's value.
@@ -50,7 +67,7 @@ fn session_copy(dir: &tempfile::TempDir) -> PathBuf {
 fn dragging_a_threshold_slider_updates_the_readouts_to_the_engines_numbers() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut harness = harness(session_copy(&dir), Tab::Explore);
-    harness.run();
+    settle(&mut harness);
     assert_eq!(harness.state().saved.selected_variant.as_deref(), Some("tiny/ee"));
     assert!(!harness.state().world.dirty, "looking at a session does not change it");
     let accuracy_before = label_starting(&harness, "Accuracy: ");
@@ -67,7 +84,7 @@ fn dragging_a_threshold_slider_updates_the_readouts_to_the_engines_numbers() {
     harness.hover_at(egui::pos2(rect.left() + 1.0, rect.center().y));
     harness.run_steps(2);
     harness.drop_at(egui::pos2(rect.left() + 1.0, rect.center().y));
-    harness.run();
+    settle(&mut harness);
 
     let policy = harness.state().world.session.policies.get("tiny/ee").cloned().expect("the drag set a policy");
     let accuracy_after = label_starting(&harness, "Accuracy: ");
@@ -88,20 +105,20 @@ fn dragging_a_threshold_slider_updates_the_readouts_to_the_engines_numbers() {
 fn a_run_can_be_started_and_cancelled_keeping_its_samples_and_the_old_traces() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut harness = harness(session_copy(&dir), Tab::Runs);
-    harness.run();
+    settle(&mut harness);
     let runs_before = harness.state().world.session.runs.clone();
     // heavy.onnx takes milliseconds per sample: 500 samples leave time to cancel.
     harness.state_mut().send(Command::AddFiles(vec![fixture("heavy.onnx"), fixture("fmnist500/dataset.toml")]));
-    harness.run();
+    settle(&mut harness);
     harness.state_mut().send(Command::SetRunDataset("fmnist500".into()));
-    harness.run();
+    settle(&mut harness);
     let selection = harness.state().world.run_selection.clone();
     for name in selection.iter().filter(|n| n.as_str() != "heavy") {
         harness.state_mut().send(Command::ToggleRunSelection(name.clone()));
     }
-    harness.run();
+    settle(&mut harness);
     harness.get_by_label("Run selected").click();
-    harness.run();
+    settle(&mut harness);
     let started = Instant::now();
     while harness.query_by_label("Cancel").is_none() && started.elapsed() < Duration::from_secs(30) {
         harness.step();
@@ -133,14 +150,14 @@ fn a_bad_file_shows_an_error_naming_it() {
     let broken = dir.path().join("broken.onnx");
     std::fs::write(&broken, b"not an onnx model").expect("write");
     let mut harness = harness(session_copy(&dir), Tab::Models);
-    harness.run();
+    settle(&mut harness);
     harness.state_mut().send(Command::AddFiles(vec![broken.clone()]));
-    harness.run();
+    settle(&mut harness);
     let message = label_starting(&harness, "Error: ");
     assert!(message.contains("broken.onnx") && message.contains("not a usable ONNX model"), "{message}");
     // Dismissing removes it.
     harness.get_by_label("dismiss").click();
-    harness.run();
+    settle(&mut harness);
     assert!(!has_text_starting(&harness, "Error: "));
 }
 
@@ -148,7 +165,7 @@ fn a_bad_file_shows_an_error_naming_it() {
 fn the_compare_tab_shows_the_study_tables() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut harness = harness(session_copy(&dir), Tab::Compare);
-    harness.run();
+    settle(&mut harness);
     for title in ["Table 2 - fidelity and compression", "Tables 3-6 - performance", "Table 7 - early exit"] {
         assert!(has_text_starting(&harness, title), "{title}");
     }
@@ -156,7 +173,7 @@ fn the_compare_tab_shows_the_study_tables() {
     assert!(has_text_starting(&harness, "tiny/ee (inf-opt, T = "));
     // Sorting by accuracy puts the most accurate row first.
     harness.get_all_by_label("Accuracy (%)").next().expect("Table 2 header").click();
-    harness.run();
+    settle(&mut harness);
     assert_eq!(harness.state().world.table_sort, Some(("table2".to_string(), 4, false)));
 }
 
@@ -166,7 +183,7 @@ fn the_app_opens_on_the_demo_session_with_an_early_exit_variant() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, None));
-    harness.run();
+    settle(&mut harness);
     let app = harness.state();
     assert!(app.world.session_path.as_ref().is_some_and(|p| p.ends_with("sessions/demo.json")));
     assert!(app.world.errors.is_empty(), "{:?}", app.world.errors);
@@ -187,10 +204,10 @@ fn bare_onnx_files_added_to_a_new_session_get_the_first_float_model_as_base() {
     let path = dir.path().join("new.json");
     edgescope::session::Session::default().save(&path).expect("save an empty session");
     let mut harness = harness(path, Tab::Models);
-    harness.run();
+    settle(&mut harness);
     let files = ["tiny_ptq.onnx", "tiny_base.onnx", "kinds/tiny_base_probs.onnx"].map(fixture).to_vec();
     harness.state_mut().send(Command::AddFiles(files));
-    harness.run();
+    settle(&mut harness);
     let session = &harness.state().world.session;
     assert_eq!(session.base.as_deref(), Some("tiny_base"));
     assert_eq!(session.base_of("tiny_ptq").as_deref(), Some("tiny_base"));
@@ -209,7 +226,7 @@ fn step_until(harness: &mut Harness<'_, EdgescopeApp>, limit: Duration, done: im
         harness.step();
         std::thread::sleep(Duration::from_millis(10));
     }
-    harness.run();
+    settle(harness);
 }
 
 #[test]
@@ -219,7 +236,7 @@ fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
     std::fs::write(&token_file, b"app-test-token-0123456789").expect("token");
     let (mut child, address) = common::spawn_runner_process(&dir.path().join("cache"), &token_file);
     let mut harness = harness(session_copy(&dir), Tab::Runs);
-    harness.run();
+    settle(&mut harness);
     // Only the runner's trace of tiny/ee remains: measure it there.
     harness.state_mut().world.session.runs.retain(|r| r.info.variant != "tiny/ee");
     let device = edgescope::app::state::DeviceConfig {
@@ -236,7 +253,7 @@ fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
     if !selection.contains("tiny/ee") {
         harness.state_mut().send(Command::ToggleRunSelection("tiny/ee".into()));
     }
-    harness.run();
+    settle(&mut harness);
     harness.state_mut().send(Command::StartRuns);
     step_until(&mut harness, Duration::from_secs(120), |app| {
         !app.world.jobs.is_empty() && app.world.jobs.iter().all(|j| j.handle.is_none())
@@ -246,9 +263,9 @@ fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
 
     harness.state_mut().send(Command::SelectVariant("tiny/ee".into()));
     harness.state_mut().send(Command::SelectTab(Tab::Explore));
-    harness.run();
+    settle(&mut harness);
     harness.get_by_label("Verify").click();
-    harness.run();
+    settle(&mut harness);
     let verify_job = harness.state().world.jobs.last().expect("a verify job");
     assert_eq!(verify_job.device, "loopback", "Verify runs where the trace was measured");
     step_until(&mut harness, Duration::from_secs(120), |app| app.world.verification.is_some());
@@ -271,12 +288,12 @@ fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
 fn the_budget_box_moves_inf_opt_in_explore() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut harness = harness(session_copy(&dir), Tab::Explore);
-    harness.run();
+    settle(&mut harness);
     let inf_opt_at = |harness: &mut Harness<'_, EdgescopeApp>, budget_pp: f64| {
         harness.state_mut().send(Command::SetBudget(budget_pp));
-        harness.run();
+        settle(harness);
         harness.get_by_label("Set inf-opt").click();
-        harness.run();
+        settle(harness);
         harness.state().world.session.policies.get("tiny/ee").cloned().expect("inf-opt set a policy")
     };
     let strict = inf_opt_at(&mut harness, 0.0);

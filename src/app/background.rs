@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::capture::save_capture;
+use super::loader::{Loaded, key};
 use super::world::{self, DialogResult, JobKind};
 use super::{Command, EdgescopeApp, exits_dialog};
 use crate::runtime::{JobMessage, RunEvent, RunOutput};
@@ -86,14 +87,101 @@ impl EdgescopeApp {
             }
         }
         while let Ok((path, region, image)) = self.world.captures.1.try_recv() {
-            match save_capture(&path, region, ctx.pixels_per_point(), &image) {
-                Ok(()) => self.world.notice = Some(format!("saved {}", path.display())),
-                Err(e) => self.world.error(format!("cannot save {}: {e}", path.display())),
+            // Cropping and PNG encoding run on a worker; the capture counts as done when the file is written.
+            let pixels_per_point = ctx.pixels_per_point();
+            let spawned = self.world.loader.spawn(key::written(&path), move || {
+                let written = save_capture(&path, region, pixels_per_point, &image)
+                    .map_err(|e| format!("cannot save {}: {e}", path.display()));
+                Loaded::Written(path, written)
+            });
+            if let Err(e) = spawned {
+                self.world.error(e);
             }
-            self.world.capture_done = true;
+        }
+        while let Ok(loaded) = self.world.loader.results.try_recv() {
+            self.loaded(ctx, loaded);
         }
         self.drain_jobs();
         exits_dialog::drain(self);
+    }
+
+    /// Takes in what a background task produced.
+    fn loaded(&mut self, ctx: &egui::Context, loaded: Loaded) {
+        match loaded {
+            Loaded::Session(path, result) => {
+                self.world.loader.finished(&key::session(&path));
+                if self.world.opening.as_ref() == Some(&path) {
+                    self.world.opening = None;
+                }
+                match result {
+                    Ok(session) => self.session_opened(path, *session),
+                    Err(e) => self.world.error(e),
+                }
+            }
+            Loaded::Saved(path, revision, result) => {
+                self.world.loader.finished(key::SAVE);
+                match result {
+                    Ok(()) => {
+                        self.world.session_path = Some(path.clone());
+                        // Changes made while it was being written keep the session unsaved.
+                        self.world.dirty = revision != self.world.revision;
+                        self.world.notice = Some(format!("saved {}", path.display()));
+                        self.saved.remember_session(path);
+                        if let Some(after) = self.world.after_save.take() {
+                            self.pending.push(after);
+                        }
+                    }
+                    Err(e) => {
+                        self.world.after_save = None;
+                        self.world.error(e);
+                    }
+                }
+            }
+            Loaded::Files(files) => {
+                let key = format!(
+                    "{} {}",
+                    key::FILES,
+                    files.first().map(|(p, _)| p.display().to_string()).unwrap_or_default()
+                );
+                self.world.loader.finished(&key);
+                for (path, opened) in files {
+                    match opened {
+                        Ok(opened) => self.add_opened(&path, opened),
+                        Err(e) => self.world.error(e),
+                    }
+                }
+            }
+            Loaded::Dataset(name, opened) => {
+                self.world.loader.finished(&key::dataset(&name));
+                let ready = self.world.store_dataset(name, opened);
+                self.pending.extend(ready);
+            }
+            Loaded::Thumbnails(name, images) => {
+                self.world.loader.finished(&key::thumbnails(&name));
+                for (sample, image) in images {
+                    let texture = image.map(|image| {
+                        ctx.load_texture(format!("{name}#{sample}"), image, egui::TextureOptions::NEAREST)
+                    });
+                    self.world.thumbnails.insert((name.clone(), sample), texture);
+                }
+            }
+            Loaded::Analyses(index, runs_revision, analyses) => {
+                self.world.loader.finished(&key::analysis(index));
+                self.world.store_analyses(index, runs_revision, analyses);
+            }
+            Loaded::Rows(criterion, budget_bits, revision, rows) => {
+                self.world.loader.finished(key::ROWS);
+                self.world.rows_cache = Some((criterion, budget_bits, revision, rows));
+            }
+            Loaded::Written(path, result) => {
+                self.world.loader.finished(&key::written(&path));
+                match result {
+                    Ok(()) => self.world.notice = Some(format!("saved {}", path.display())),
+                    Err(e) => self.world.error(e),
+                }
+                self.world.capture_done = true;
+            }
+        }
     }
 
     pub(super) fn drain_jobs(&mut self) {

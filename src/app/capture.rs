@@ -104,3 +104,18 @@ pub(super) fn save_capture(
     buffer.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| e.to_string())?;
     write_atomically(path, &png).map_err(|e| e.to_string())
 }
+
+/// Where egui memory keeps the rectangle of the plot "Save plot as PNG" crops to.
+fn plot_rect_id() -> egui::Id {
+    egui::Id::unique("edgescope_exported_plot_rect")
+}
+
+/// Remembers where the exportable plot was drawn this frame (points).
+pub(super) fn remember_plot_rect(ctx: &egui::Context, rect: egui::Rect) {
+    ctx.data_mut(|d| d.insert_temp(plot_rect_id(), rect));
+}
+
+/// Where the exportable plot was drawn last, if any.
+pub(super) fn plot_rect(ctx: &egui::Context) -> Option<egui::Rect> {
+    ctx.data(|d| d.get_temp(plot_rect_id()))
+}

@@ -25,6 +25,25 @@ pub enum Command {
     PickFilesToAdd,
     /// Add variants (ONNX, manifests) and datasets (spec, folder, IDX, NPY).
     AddFiles(Vec<PathBuf>),
+    /// Start a trace job of a variant on a dataset and device (once the dataset is open).
+    RunVariant {
+        /// Variant name.
+        variant: String,
+        /// Dataset name.
+        dataset: String,
+        /// [`super::world::THIS_MACHINE`] or a configured device.
+        device: String,
+    },
+    /// Drawing needs the analysis of run `index` (computed on a worker).
+    NeedAnalysis(usize),
+    /// Drawing needs a session dataset opened (on a worker).
+    NeedDataset(String),
+    /// Drawing needs thumbnails of these samples of a dataset (decoded on a worker).
+    NeedThumbnails(String, Vec<usize>),
+    /// Drawing needs the comparison rows for the current criterion and budget (computed on a worker).
+    NeedRows,
+    /// Open the "Add early exits…" dialog on a variant.
+    OpenExitsDialog(String),
     /// Show a tab.
     SelectTab(Tab),
     /// Explore a variant.

@@ -11,13 +11,20 @@ use super::{Command, Commands};
 use crate::report::{Format, Row, Table};
 
 /// Draws the compare tab.
-pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
     let options = crate::report::ReportOptions {
         criterion: saved.criterion,
         budget_pp: saved.budget_pp,
         ..crate::report::ReportOptions::default()
     };
-    let rows = world.rows(&options);
+    let Some(rows) = world.cached_rows(&options) else {
+        commands.send(Command::NeedRows);
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("computing the tables…");
+        });
+        return;
+    };
     if rows.is_empty() {
         ui.heading("Nothing to compare yet");
         ui.label("Run some variants (Runs tab) or open a session with traces.");
@@ -42,7 +49,7 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
     let mut tables = crate::report::tables(&rows, &options);
     tables.push(crate::report::runs_table(&world.session));
     egui::ScrollArea::vertical().show(ui, |ui| {
-        scatter_ui(ui, world, &rows);
+        scatter_ui(ui, &rows);
         for table in &tables {
             ui.add_space(8.0);
             table_ui(ui, table, world.table_sort.as_ref(), commands);
@@ -101,7 +108,7 @@ fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool
     });
 }
 
-fn scatter_ui(ui: &mut egui::Ui, world: &mut World, rows: &[Row]) {
+fn scatter_ui(ui: &mut egui::Ui, rows: &[Row]) {
     let latency: Vec<(f64, f64)> =
         rows.iter().map(|r| (r.outcome.latency.mean_us / 1000.0, r.outcome.accuracy * 100.0)).collect();
     // Size: lower is better like latency, so the same front applies.
@@ -116,7 +123,6 @@ fn scatter_ui(ui: &mut egui::Ui, world: &mut World, rows: &[Row]) {
         if several_devices { format!("{variant} @ {}", r.device) } else { variant }
     };
     let height = 260.0;
-    let mut rect = None;
     ui.columns(2, |columns| {
         for (column, (title, x_label, pairs, id)) in [
             ("Accuracy vs mean latency", "mean latency (ms)", &latency, "scatter_latency"),
@@ -141,9 +147,8 @@ fn scatter_ui(ui: &mut egui::Ui, world: &mut World, rows: &[Row]) {
                     }
                 });
             if column == 0 {
-                rect = Some(response.response.rect);
+                super::capture::remember_plot_rect(ui.ctx(), response.response.rect);
             }
         }
     });
-    world.plot_rect = rect;
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
-use super::world::{JobKind, THIS_MACHINE};
+use super::world::THIS_MACHINE;
 use super::{EdgescopeApp, World};
 use crate::model::cuts::CutAnalysis;
 use crate::optimize::exits_add::{AddExitsEvent, AddExitsRequest, add_exits};
@@ -20,7 +20,7 @@ const CHANNEL_CAPACITY: usize = 64;
 /// What the worker reports.
 enum WorkerMessage {
     Event(AddExitsEvent),
-    Done(Result<(PathBuf, Vec<f64>), String>),
+    Done(Result<(PathBuf, Vec<f64>, Box<crate::model::Variant>), String>),
 }
 
 /// Training in progress.
@@ -127,9 +127,14 @@ impl ExitsDialog {
                 let _ = sender.try_send(WorkerMessage::Event(event));
                 repaint.request_repaint();
             };
-            let result = add_exits(&request, &mut on_event, &worker_cancel)
-                .map(|outcome| (outcome.chain.manifest, outcome.exits.iter().map(|e| e.val_accuracy).collect()))
-                .map_err(|e| e.to_string());
+            // The new chain is opened here too, so the UI thread only adds it.
+            let result =
+                add_exits(&request, &mut on_event, &worker_cancel).map_err(|e| e.to_string()).and_then(|outcome| {
+                    let accuracies = outcome.exits.iter().map(|e| e.val_accuracy).collect();
+                    let manifest = outcome.chain.manifest;
+                    let variant = crate::model::Variant::open(&manifest).map_err(|e| e.to_string())?;
+                    Ok((manifest, accuracies, Box::new(variant)))
+                });
             let _ = sender.send(WorkerMessage::Done(result));
             repaint.request_repaint();
         });
@@ -145,15 +150,20 @@ impl ExitsDialog {
 }
 
 /// The "Add early exits…" button of a variant in the Models tab (single-graph variants only).
-pub fn open_button_ui(ui: &mut egui::Ui, world: &mut World, variant: &str, segments: usize) {
+pub fn open_button_ui(ui: &mut egui::Ui, variant: &str, segments: usize, commands: &mut super::Commands<'_>) {
     if segments != 1 {
         return;
     }
     if ui.button("Add early exits…").on_hover_text("insert exits at cut points and train their heads").clicked() {
-        match ExitsDialog::open(world, variant) {
-            Ok(dialog) => world.exits_dialog = Some(dialog),
-            Err(e) => world.error(e),
-        }
+        commands.send(super::Command::OpenExitsDialog(variant.to_string()));
+    }
+}
+
+/// Opens the dialog on `variant` (reads its model's cut points), or shows why it cannot.
+pub fn open(world: &mut World, variant: &str) {
+    match ExitsDialog::open(world, variant) {
+        Ok(dialog) => world.exits_dialog = Some(dialog),
+        Err(e) => world.error(e),
     }
 }
 
@@ -304,17 +314,16 @@ pub fn drain(app: &mut EdgescopeApp) {
     dialog.worker = None;
     match result {
         Err(e) => dialog.result = Some(Err(e)),
-        Ok((manifest, accuracies)) => {
+        Ok((manifest, accuracies, variant)) => {
             let accuracies: Vec<String> = accuracies.iter().map(|a| format!("{:.2} %", 100.0 * a)).collect();
             dialog.result =
                 Some(Ok(format!("wrote {}; validation accuracy {}", manifest.display(), accuracies.join(" / "))));
-            app.add_file(&manifest);
+            app.add_opened(&manifest, super::loader::OpenedFile::Variant(variant));
             let name = app.world.session.variants.iter().find(|v| v.path == manifest).map(|v| v.name.clone());
             match (name, app.world.run_dataset.clone()) {
-                (Some(name), Some(dataset)) => match app.world.dataset(&dataset) {
-                    Ok(dataset) => app.start_job(&name, &dataset, JobKind::Trace, THIS_MACHINE),
-                    Err(e) => app.world.error(e),
-                },
+                (Some(variant), Some(dataset)) => {
+                    app.apply(super::Command::RunVariant { variant, dataset, device: THIS_MACHINE.into() })
+                }
                 (Some(name), None) => {
                     app.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it"));
                 }

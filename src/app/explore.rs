@@ -29,7 +29,7 @@ fn slider_range(criterion: Criterion, num_classes: usize) -> (f64, f64, bool) {
 }
 
 /// Draws the explore tab.
-pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
     let variants: Vec<(String, usize)> = {
         let mut seen = Vec::new();
         for run in world.session.runs.iter().filter(|r| !world.session.is_calibration_run(r)) {
@@ -50,14 +50,19 @@ pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
     };
 
     // The policy is evaluated once per frame; the controls and the plots share the result.
-    let frame = world.run_index(&selected).and_then(|index| {
+    // The analysis is made on a worker the first time a run is shown; until then the view says so.
+    let index = world.run_index(&selected);
+    let analysis = index.and_then(|index| world.cached_analysis(index, saved.criterion));
+    if let (Some(index), None) = (index, &analysis) {
+        commands.send(Command::NeedAnalysis(index));
+    }
+    let frame = index.zip(analysis).map(|(index, analysis)| {
         let criterion = saved.criterion;
-        let analysis = world.analysis(index, criterion)?;
         let early = world.session.runs[index].trace.early_exit_count();
         let policy = world.policy_for(&selected, criterion).unwrap_or_else(|| Policy::never_exit(criterion, early));
-        let outcome = analysis.prepared.evaluate_with(&policy, &mut world.scratch);
+        let outcome = analysis.prepared.evaluate(&policy);
         let per_sample = analysis.prepared.exits_and_latencies(&policy);
-        Some(ExploreFrame { index, analysis, policy, outcome, per_sample })
+        ExploreFrame { index, analysis, policy, outcome, per_sample }
     });
 
     egui::Panel::left("explore_controls").resizable(true).default_size(360.0).show(ui, |ui| {
@@ -65,8 +70,18 @@ pub fn explore_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, comm
             controls_ui(ui, saved, world, commands, &variants, &selected, frame.as_ref());
         });
     });
-    if let Some(frame) = &frame {
-        egui::CentralPanel::default().show(ui, |ui| plots_ui(ui, saved, world, &selected, frame));
+    match &frame {
+        Some(frame) => {
+            egui::CentralPanel::default().show(ui, |ui| plots_ui(ui, saved, world, commands, &selected, frame));
+        }
+        None => {
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!("preparing the trace of {selected}…"));
+                });
+            });
+        }
     }
 }
 
@@ -87,7 +102,7 @@ struct ExploreFrame {
 fn controls_ui(
     ui: &mut egui::Ui,
     saved: &SavedState,
-    world: &mut World,
+    world: &World,
     commands: &mut Commands<'_>,
     variants: &[(String, usize)],
     selected: &str,
@@ -280,12 +295,19 @@ fn verification_ui(ui: &mut egui::Ui, world: &World, selected: &str, commands: &
     ui.label(format!("same exit as predicted: {} of {}", v.same_exit, v.run.exit_taken.len()));
 }
 
-fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: &str, frame: &ExploreFrame) {
+fn plots_ui(
+    ui: &mut egui::Ui,
+    saved: &SavedState,
+    world: &World,
+    commands: &mut Commands<'_>,
+    selected: &str,
+    frame: &ExploreFrame,
+) {
     let criterion = saved.criterion;
     let ExploreFrame { index, analysis, policy, outcome, per_sample } = frame;
     let index = *index;
     let early = world.session.runs[index].trace.early_exit_count();
-    let statics = static_points(world, index, criterion);
+    let statics = static_points(world, commands, index, criterion);
 
     let height = (ui.available_height() / 2.0 - 24.0).max(180.0);
     ui.columns(2, |columns| {
@@ -338,7 +360,7 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
                         .radius(8.0),
                 );
             });
-        world.plot_rect = Some(response.response.rect);
+        super::capture::remember_plot_rect(ui.ctx(), response.response.rect);
 
         let ui = &mut columns[1];
         ui.strong(format!("Exit rate vs threshold ({})", criterion.name()));
@@ -367,13 +389,18 @@ fn plots_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, selected: 
         ui.strong("Predicted latency by exit");
         histogram_ui(ui, per_sample, policy.thresholds.len() + 1, height);
         let ui = &mut columns[1];
-        changed_samples_ui(ui, world, index, per_sample);
+        changed_samples_ui(ui, world, commands, index, per_sample);
     });
 }
 
 /// Static variants (and the base) of the same family — the same base — on the same dataset and device:
 /// (name, mean latency ms, accuracy %).
-fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(String, f64, f64)> {
+fn static_points(
+    world: &World,
+    commands: &mut Commands<'_>,
+    index: usize,
+    criterion: Criterion,
+) -> Vec<(String, f64, f64)> {
     let Some(reference) = world.run(index).map(|r| r.info.clone()) else { return Vec::new() };
     let family = world.session.base_of(&reference.variant);
     let candidates: Vec<usize> = (0..world.session.runs.len())
@@ -390,8 +417,13 @@ fn static_points(world: &mut World, index: usize, criterion: Criterion) -> Vec<(
     for i in candidates {
         let name = world.session.runs[i].info.variant.clone();
         // A static run's sweep is one point, its final exit: cached, not re-evaluated every frame.
-        if let Some(point) = world.analysis(i, criterion).and_then(|a| a.sweep.points.first().cloned()) {
-            points.push((name, point.mean_latency_us / 1000.0, point.accuracy * 100.0));
+        match world.cached_analysis(i, criterion) {
+            Some(analysis) => {
+                if let Some(point) = analysis.sweep.points.first() {
+                    points.push((name, point.mean_latency_us / 1000.0, point.accuracy * 100.0));
+                }
+            }
+            None => commands.send(Command::NeedAnalysis(i)),
         }
     }
     points
@@ -440,7 +472,13 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], exit_count: usize, hei
 }
 
 /// The samples whose top-1 label differs from the base's under the current policy, with thumbnails.
-fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, per_sample: &[(u8, f32)]) {
+fn changed_samples_ui(
+    ui: &mut egui::Ui,
+    world: &World,
+    commands: &mut Commands<'_>,
+    index: usize,
+    per_sample: &[(u8, f32)],
+) {
     let run = &world.session.runs[index];
     let Some(base) = crate::report::base_run(&world.session, run).filter(|b| b.trace.len() == run.trace.len()) else {
         ui.strong("Changed against the base");
@@ -463,16 +501,14 @@ fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, per_sa
     let classes: Vec<String> =
         world.session.datasets.iter().find(|d| d.name == dataset_name).map(|d| d.classes.clone()).unwrap_or_default();
     let class_name = |c: u32| classes.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-    let dataset = world.dataset(&dataset_name).ok();
+    let mut missing = Vec::new();
     egui::ScrollArea::vertical().id_salt("changed_samples").show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             for &(sample, exit, base_label, variant_label, truth) in changed.iter().take(CHANGED_SAMPLES_SHOWN) {
                 let exit_name =
                     if usize::from(exit) == early_exits { "final".to_string() } else { format!("exit {}", exit + 1) };
                 ui.vertical(|ui| {
-                    if let Some(texture) = dataset.as_ref().and_then(|d| thumbnail(ui.ctx(), world, d, sample)) {
-                        ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(56.0, 56.0)));
-                    }
+                    thumbnail_ui(ui, world, &dataset_name, sample, 56.0, &mut missing);
                     ui.small(format!("#{sample} {exit_name}"));
                     ui.small(format!("base: {}", class_name(u32::from(base_label))));
                     ui.small(format!("now: {}", class_name(u32::from(variant_label))));
@@ -484,27 +520,40 @@ fn changed_samples_ui(ui: &mut egui::Ui, world: &mut World, index: usize, per_sa
             ui.weak(format!("… and {} more", changed.len() - CHANGED_SAMPLES_SHOWN));
         }
     });
+    request_thumbnails(world, commands, &dataset_name, missing);
 }
 
-/// A cached texture of one dataset sample.
-pub(super) fn thumbnail(
-    ctx: &egui::Context,
-    world: &mut World,
-    dataset: &crate::data::Dataset,
+/// Draws the thumbnail of a dataset sample, or notes it in `missing` for a worker to decode.
+pub(super) fn thumbnail_ui(
+    ui: &mut egui::Ui,
+    world: &World,
+    dataset: &str,
     sample: usize,
-) -> Option<egui::TextureHandle> {
-    let key = (dataset.name.clone(), sample);
-    if let Some(texture) = world.thumbnails.get(&key) {
-        return Some(texture.clone());
+    size_points: f32,
+    missing: &mut Vec<usize>,
+) {
+    match world.thumbnails.get(&(dataset.to_string(), sample)) {
+        Some(Some(texture)) => {
+            ui.add(egui::Image::new(texture).fit_to_exact_size(egui::vec2(size_points, size_points)));
+        }
+        Some(None) => {
+            ui.allocate_space(egui::vec2(size_points, size_points));
+        }
+        None => {
+            missing.push(sample);
+            ui.allocate_ui(egui::vec2(size_points, size_points), |ui| ui.spinner());
+        }
     }
-    let (width, height, channels, pixels) = dataset.thumbnail(sample).ok()?;
-    let size = [width as usize, height as usize];
-    let image = if channels == 1 {
-        egui::ColorImage::from_gray(size, &pixels)
-    } else {
-        egui::ColorImage::from_rgb(size, &pixels)
-    };
-    let texture = ctx.load_texture(format!("{}#{sample}", dataset.name), image, egui::TextureOptions::NEAREST);
-    world.thumbnails.insert(key, texture.clone());
-    Some(texture)
+}
+
+/// Asks for the thumbnails `missing` lists: the dataset opened first if it is not.
+pub(super) fn request_thumbnails(world: &World, commands: &mut Commands<'_>, dataset: &str, missing: Vec<usize>) {
+    if missing.is_empty() {
+        return;
+    }
+    match world.loaded_dataset(dataset) {
+        None => commands.send(Command::NeedDataset(dataset.to_string())),
+        Some(Ok(_)) => commands.send(Command::NeedThumbnails(dataset.to_string(), missing)),
+        Some(Err(_)) => {}
+    }
 }

@@ -1,13 +1,13 @@
 //! Command handling: [`EdgescopeApp::apply`] is the one place the world changes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::loader::{self, Loaded, OpenedFile, key};
 use super::world::{self, DialogResult, JobKind, JobSlot, Verification};
 use super::{Command, EdgescopeApp, first_early_exit_variant};
 use crate::analysis::Policy;
 use crate::data::Dataset;
-use crate::model::Variant;
 use crate::report::Format;
 use crate::runtime::{IsolatedRunner, Job, LocalRunner, RunMode, RunSettings, spawn_job};
 use crate::session::{Session, VariantEntry, write_atomically};
@@ -17,32 +17,34 @@ impl EdgescopeApp {
     pub fn apply(&mut self, command: Command) {
         let world = &mut self.world;
         match command {
-            Command::OpenSession(path) => match Session::load(&path) {
-                Ok(session) => {
-                    world.set_session(session, Some(path.clone()));
-                    self.saved.remember_session(path);
-                    let selected_ok =
-                        self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
-                    if !selected_ok {
-                        self.saved.selected_variant = first_early_exit_variant(world);
-                    }
+            Command::OpenSession(path) => {
+                world.opening = Some(path.clone());
+                let key = key::session(&path);
+                let spawned = world.loader.spawn(key, move || {
+                    let loaded = Session::load(&path).map(Box::new).map_err(|e| e.to_string());
+                    Loaded::Session(path, loaded)
+                });
+                if let Err(e) = spawned {
+                    world.opening = None;
+                    world.error(e);
                 }
-                Err(e) => world.error(e.to_string()),
-            },
+            }
             Command::NewSession => world.set_session(Session::default(), None),
             Command::SaveSession => match world.session_path.clone() {
                 Some(path) => self.apply(Command::SaveSessionAs(path)),
                 None => self.apply(Command::PickSessionToSave),
             },
-            Command::SaveSessionAs(path) => match world.session.save(&path) {
-                Ok(()) => {
-                    world.session_path = Some(path.clone());
-                    world.dirty = false;
-                    world.notice = Some(format!("saved {}", path.display()));
-                    self.saved.remember_session(path);
+            Command::SaveSessionAs(path) => {
+                let (session, revision) = (world.snapshot(), world.revision);
+                world.notice = Some(format!("saving {}…", path.display()));
+                let spawned = world.loader.spawn(key::SAVE.into(), move || {
+                    let saved = session.save(&path).map_err(|e| e.to_string());
+                    Loaded::Saved(path, revision, saved)
+                });
+                if let Err(e) = spawned {
+                    world.error(e);
                 }
-                Err(e) => world.error(e.to_string()),
-            },
+            }
             Command::PickSessionToOpen => self.dialog(|| {
                 rfd::FileDialog::new()
                     .set_title("Open an edgescope session")
@@ -65,9 +67,27 @@ impl EdgescopeApp {
                     .map_or(DialogResult::Nothing, DialogResult::Add)
             }),
             Command::AddFiles(paths) => {
-                for path in paths {
-                    self.add_file(&path);
+                let key =
+                    format!("{} {}", key::FILES, paths.first().map(|p| p.display().to_string()).unwrap_or_default());
+                let spawned = world.loader.spawn(key, move || loader::open_files(paths));
+                if let Err(e) = spawned {
+                    world.error(e);
                 }
+            }
+            Command::RunVariant { variant, dataset, device } => {
+                let again =
+                    Command::RunVariant { variant: variant.clone(), dataset: dataset.clone(), device: device.clone() };
+                if let Some(opened) = world.dataset_for(&dataset, again) {
+                    self.start_job(&variant, &opened, JobKind::Trace, &device);
+                }
+            }
+            Command::NeedAnalysis(index) => world.request_analysis(index),
+            Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant),
+            Command::NeedDataset(name) => world.request_dataset(&name),
+            Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),
+            Command::NeedRows => {
+                let options = self.report_options();
+                self.world.request_rows(&options);
             }
             Command::SelectTab(tab) => self.saved.tab = tab,
             Command::SelectVariant(name) => self.saved.selected_variant = Some(name),
@@ -112,11 +132,8 @@ impl EdgescopeApp {
                     .iter()
                     .find(|j| j.id == id && j.failed && j.kind == JobKind::Trace)
                     .map(|j| (j.variant.clone(), j.dataset.clone(), j.device.clone()));
-                if let Some((variant, dataset_name, device)) = retry {
-                    match world.dataset(&dataset_name) {
-                        Ok(dataset) => self.start_job(&variant, &dataset, JobKind::Trace, &device),
-                        Err(e) => world.error(e),
-                    }
+                if let Some((variant, dataset, device)) = retry {
+                    self.apply(Command::RunVariant { variant, dataset, device });
                 }
             }
             Command::ToggleRunSelection(name) => {
@@ -153,13 +170,18 @@ impl EdgescopeApp {
                     budget_pp: self.saved.budget_pp,
                     ..crate::report::ReportOptions::default()
                 };
-                let rows = crate::report::rows(&world.session, &options);
-                let mut tables = crate::report::tables(&rows, &options);
-                tables.push(crate::report::runs_table(&world.session));
-                let text = crate::report::render(&tables, &rows, format);
-                match write_atomically(&path, text.as_bytes()) {
-                    Ok(()) => world.notice = Some(format!("exported {}", path.display())),
-                    Err(e) => world.error(format!("cannot write {}: {e}", path.display())),
+                let session = world.snapshot();
+                let spawned = world.loader.spawn(key::written(&path), move || {
+                    let rows = crate::report::rows(&session, &options);
+                    let mut tables = crate::report::tables(&rows, &options);
+                    tables.push(crate::report::runs_table(&session));
+                    let text = crate::report::render(&tables, &rows, format);
+                    let written = write_atomically(&path, text.as_bytes())
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()));
+                    Loaded::Written(path, written)
+                });
+                if let Err(e) = spawned {
+                    world.error(e);
                 }
             }
             Command::PickPlotExport => self.dialog(|| {
@@ -170,7 +192,7 @@ impl EdgescopeApp {
                     .map_or(DialogResult::Nothing, DialogResult::ExportPlot)
             }),
             Command::CaptureViewport(path, crop) => {
-                let region = if crop { world.plot_rect } else { None };
+                let region = if crop { super::capture::plot_rect(&self.ctx) } else { None };
                 let sender = world.captures.0.clone();
                 let ctx = self.ctx.clone();
                 self.ctx.request_screenshot(move |image| {
@@ -205,41 +227,60 @@ impl EdgescopeApp {
         }
     }
 
-    /// Adds one dropped or picked file: a variant if it is a model or manifest, else a dataset.
-    pub(super) fn add_file(&mut self, path: &Path) {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-        let is_variant = name.ends_with(".onnx")
-            || (name.ends_with(".toml")
-                && std::fs::read_to_string(path).is_ok_and(|t| t.contains(crate::model::variant::MANIFEST_FORMAT)));
-        if is_variant {
-            match Variant::open(path) {
-                Ok(mut variant) => {
-                    self.world.notice = Some(format!("added variant {}", variant.name));
-                    // A bare float ONNX file: the first becomes the session's base (loyalty and compression are
-                    // measured against it), later ones are compared with it rather than with themselves.
-                    let bare_float = name.ends_with(".onnx") && variant.has_tag("base");
-                    let session = &mut self.world.session;
-                    if bare_float && session.base.is_none() && !session.variants.iter().any(|v| v.has_tag("base")) {
-                        session.base = Some(variant.name.clone());
-                        self.world.notice =
-                            Some(format!("added variant {}, the base (the first float model)", variant.name));
-                    } else if bare_float && session.base.is_some() {
-                        variant.tags = vec!["float".into()];
-                    }
-                    self.world.run_selection.insert(variant.name.clone());
-                    self.world.session.upsert_variant(VariantEntry::of(&variant));
-                    self.world.dirty = true;
+    /// Adds a file a worker opened: a variant, or a dataset.
+    pub(super) fn add_opened(&mut self, path: &Path, opened: OpenedFile) {
+        match opened {
+            OpenedFile::Variant(variant) => {
+                let mut variant = *variant;
+                let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+                self.world.notice = Some(format!("added variant {}", variant.name));
+                // A bare float ONNX file: the first becomes the session's base (loyalty and compression are
+                // measured against it), later ones are compared with it rather than with themselves.
+                let bare_float = name.ends_with(".onnx") && variant.has_tag("base");
+                let session = &mut self.world.session;
+                if bare_float && session.base.is_none() && !session.variants.iter().any(|v| v.has_tag("base")) {
+                    session.base = Some(variant.name.clone());
+                    self.world.notice =
+                        Some(format!("added variant {}, the base (the first float model)", variant.name));
+                } else if bare_float && session.base.is_some() {
+                    variant.tags = vec!["float".into()];
                 }
-                Err(e) => self.world.error(e.to_string()),
+                self.world.run_selection.insert(variant.name.clone());
+                self.world.session.upsert_variant(VariantEntry::of(&variant));
+                self.world.dirty = true;
+                self.world.revision += 1;
             }
-        } else {
-            match Dataset::open(path) {
-                Ok(dataset) => {
-                    self.world.notice = Some(format!("added dataset {} ({} samples)", dataset.name, dataset.len()));
-                    self.world.add_dataset(dataset);
-                }
-                Err(e) => self.world.error(e.to_string()),
+            OpenedFile::Dataset(dataset) => {
+                self.world.notice = Some(format!("added dataset {} ({} samples)", dataset.name, dataset.len()));
+                self.world.add_dataset(*dataset);
+                self.world.revision += 1;
             }
+        }
+    }
+
+    /// Decodes thumbnails of `samples` on a worker (those not cached yet).
+    fn request_thumbnails(&mut self, name: &str, samples: Vec<usize>) {
+        let wanted: Vec<usize> =
+            samples.into_iter().filter(|&s| !self.world.thumbnails.contains_key(&(name.to_string(), s))).collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let Ok(Some(dataset)) = self.world.dataset_if_ready(name) else { return };
+        let spawned =
+            self.world.loader.spawn(key::thumbnails(name), move || loader::decode_thumbnails(&dataset, &wanted));
+        if let Err(e) = spawned {
+            self.world.error(e);
+        }
+    }
+
+    /// Installs a session a worker read.
+    pub(super) fn session_opened(&mut self, path: PathBuf, session: Session) {
+        let world = &mut self.world;
+        world.set_session(session, Some(path.clone()));
+        self.saved.remember_session(path);
+        let selected_ok = self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
+        if !selected_ok {
+            self.saved.selected_variant = first_early_exit_variant(world);
         }
     }
 
@@ -258,10 +299,7 @@ impl EdgescopeApp {
             self.world.error("choose a dataset to run on first (add one with \"Add files\")");
             return;
         };
-        let dataset = match self.world.dataset(&dataset_name) {
-            Ok(d) => d,
-            Err(e) => return self.world.error(e),
-        };
+        let Some(dataset) = self.world.dataset_for(&dataset_name, Command::StartRuns) else { return };
         let names: Vec<String> = self.world.run_selection.iter().cloned().collect();
         if names.is_empty() {
             self.world.error("tick at least one variant to run");
@@ -378,10 +416,7 @@ impl EdgescopeApp {
         let dataset_name = run.info.dataset.clone();
         // The dataset samples the trace covers (measured and skipped); the dynamic run covers the same ones.
         let covered = run.info.samples_done.max(run.trace.len() + run.info.skipped.len());
-        let dataset = match self.world.dataset(&dataset_name) {
-            Ok(d) => d,
-            Err(e) => return self.world.error(e),
-        };
+        let Some(dataset) = self.world.dataset_for(&dataset_name, Command::Verify) else { return };
         self.start_job(&variant, &dataset, JobKind::Verify(policy, covered), &device);
     }
 

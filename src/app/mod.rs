@@ -19,6 +19,7 @@ mod compare;
 mod exits_dialog;
 mod explore;
 mod handle;
+mod loader;
 mod models;
 mod runs;
 pub mod state;
@@ -71,12 +72,18 @@ impl EdgescopeApp {
     pub fn with_state(ctx: egui::Context, saved: SavedState, session: Option<PathBuf>) -> Self {
         let mut app =
             Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None, child_executable: None };
+        app.world.loader.set_context(app.ctx.clone());
         let start =
             session.or_else(|| app.saved.session_path.clone().filter(|p| p.is_file())).or_else(demo_session_path);
         if let Some(path) = start {
             app.apply(Command::OpenSession(path));
         }
         app
+    }
+
+    /// True while background work (opening, saving, analyses) is under way; tests step until it settles.
+    pub fn is_loading(&self) -> bool {
+        self.world.loader.any_busy() || !self.pending.is_empty()
     }
 
     /// Queues a command (tests use this as a user would use a widget).
@@ -132,11 +139,13 @@ impl eframe::App for EdgescopeApp {
                 self.messages_ui(ui, &mut commands);
             });
             egui::CentralPanel::default().show(ui, |ui| match self.saved.tab {
-                Tab::Explore => explore::explore_ui(ui, &self.saved, &mut self.world, &mut commands),
-                Tab::Compare => compare::compare_ui(ui, &self.saved, &mut self.world, &mut commands),
-                Tab::Models => models::models_ui(ui, &mut self.world, &mut commands),
-                Tab::Runs => runs::runs_ui(ui, &self.saved, &mut self.world, &mut commands),
+                Tab::Explore => explore::explore_ui(ui, &self.saved, &self.world, &mut commands),
+                Tab::Compare => compare::compare_ui(ui, &self.saved, &self.world, &mut commands),
+                Tab::Models => models::models_ui(ui, &self.world, &mut commands),
+                Tab::Runs => runs::runs_ui(ui, &self.saved, &self.world, &mut commands),
             });
+            // Dialogs own their form state (ticks, text boxes) and draw it; what they start goes through commands.
+            exits_dialog::window_ui(ui.ctx(), &mut self.world);
         }
         if !queue.is_empty() {
             self.pending.extend(queue);

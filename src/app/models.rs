@@ -10,7 +10,7 @@ use super::{Command, Commands};
 const GRID_SAMPLES: usize = 32;
 
 /// Draws the models & data tab.
-pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'_>) {
+pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
     ui.horizontal(|ui| {
         if ui.button("Add files…").clicked() {
             commands.send(Command::PickFilesToAdd);
@@ -51,7 +51,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                     if !variant.outputs.is_empty() {
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
-                    super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
+                    super::exits_dialog::open_button_ui(ui, &variant.name, variant.segments, commands);
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
@@ -78,28 +78,33 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
             .default_open(position == 0)
             .show(ui, |ui| {
                 ui.label(format!("source: {}", entry.path.display()));
-                match world.dataset(&entry.name) {
-                    Err(e) => {
+                match world.loaded_dataset(&entry.name) {
+                    None => {
+                        commands.send(Command::NeedDataset(entry.name.clone()));
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("opening…");
+                        });
+                    }
+                    Some(Err(e)) => {
                         ui.colored_label(ui.visuals().error_fg_color, e);
                     }
-                    Ok(dataset) => {
+                    Some(Ok(dataset)) => {
                         ui.label(format!("input {:?}; {}", dataset.input_shape(), dataset.preprocess.describe()));
+                        let mut missing = Vec::new();
                         ui.horizontal_wrapped(|ui| {
                             for sample in 0..dataset.len().min(GRID_SAMPLES) {
                                 ui.vertical(|ui| {
-                                    if let Some(texture) = super::explore::thumbnail(ui.ctx(), world, &dataset, sample)
-                                    {
-                                        ui.add(egui::Image::new(&texture).fit_to_exact_size(egui::vec2(48.0, 48.0)));
-                                    }
+                                    super::explore::thumbnail_ui(ui, world, &entry.name, sample, 48.0, &mut missing);
                                     let label = dataset.labels[sample] as usize;
                                     ui.small(dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string()));
                                 });
                             }
                         });
+                        super::explore::request_thumbnails(world, commands, &entry.name, missing);
                     }
                 }
             });
         }
     });
-    super::exits_dialog::window_ui(ui.ctx(), world);
 }

@@ -11,7 +11,7 @@ use super::world::{DeviceState, JobKind, THIS_MACHINE, World};
 use super::{Command, Commands};
 
 /// Draws the runs tab.
-pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &mut World, commands: &mut Commands<'_>) {
+pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
     devices_ui(ui, saved, world, commands);
     ui.separator();
     ui.heading("Run variants");

@@ -160,8 +160,21 @@ pub struct World {
     pub dirty: bool,
     /// Prepared traces per (run index, criterion); cleared when runs change.
     analyses: HashMap<(usize, Criterion), Arc<Analysis>>,
-    /// Datasets opened for runs and thumbnails, by name.
-    datasets: HashMap<String, Arc<Dataset>>,
+    /// Datasets opened for runs and thumbnails, by name: opened on a worker, or why they could not be.
+    datasets: HashMap<String, Result<Arc<Dataset>, String>>,
+    /// Commands waiting for a dataset to finish loading, by dataset name; applied when it arrives.
+    pub deferred: Vec<(String, super::Command)>,
+    /// Background file and analysis work.
+    pub loader: super::loader::Loader,
+    /// Bumped when runs change (analyses go stale); `revision` also moves with policies.
+    pub runs_revision: u64,
+    /// The session as workers see it, for the revision it was copied at.
+    snapshot: Option<(u64, Arc<Session>)>,
+    /// The session file being opened, shown while it loads.
+    pub opening: Option<PathBuf>,
+    /// What to do once the session is saved (open another, quit), when the user chose "save" in the unsaved-changes
+    /// prompt.
+    pub after_save: Option<super::Command>,
     /// Errors to show, each once until dismissed.
     pub errors: Vec<String>,
     /// A short informational message.
@@ -182,8 +195,8 @@ pub struct World {
     pub run_dataset: Option<String>,
     /// The last verification.
     pub verification: Option<Verification>,
-    /// Thumbnails by (dataset, sample).
-    pub thumbnails: HashMap<(String, usize), egui::TextureHandle>,
+    /// Thumbnails by (dataset, sample); `None` when the sample could not be decoded.
+    pub thumbnails: HashMap<(String, usize), Option<egui::TextureHandle>>,
     /// Where the accuracy/latency plot was drawn last frame (for PNG export), in points.
     pub plot_rect: Option<egui::Rect>,
     /// Pending viewport capture: the file to write and the region to crop (points).
@@ -221,6 +234,12 @@ impl Default for World {
             dirty: false,
             analyses: HashMap::new(),
             datasets: HashMap::new(),
+            deferred: Vec::new(),
+            loader: super::loader::Loader::default(),
+            runs_revision: 0,
+            snapshot: None,
+            opening: None,
+            after_save: None,
             errors: Vec::new(),
             notice: None,
             jobs: Vec::new(),
@@ -263,21 +282,42 @@ impl World {
         self.analyses.clear();
         self.dirty = true;
         self.revision += 1;
+        self.runs_revision += 1;
     }
 
-    /// The comparison rows for the current session, criterion and budget (cached).
-    pub fn rows(&mut self, options: &crate::report::ReportOptions) -> Arc<Vec<crate::report::Row>> {
-        let budget_bits = options.budget_pp.to_bits();
-        if let Some((criterion, budget, revision, rows)) = &self.rows_cache
-            && *criterion == options.criterion
-            && *budget == budget_bits
-            && *revision == self.revision
-        {
-            return Arc::clone(rows);
+    /// The session as background workers see it: copied once per revision, shared after that.
+    pub fn snapshot(&mut self) -> Arc<Session> {
+        match &self.snapshot {
+            Some((revision, session)) if *revision == self.revision => Arc::clone(session),
+            _ => {
+                let session = Arc::new(self.session.clone());
+                self.snapshot = Some((self.revision, Arc::clone(&session)));
+                session
+            }
         }
-        let rows = Arc::new(crate::report::rows(&self.session, options));
-        self.rows_cache = Some((options.criterion, budget_bits, self.revision, Arc::clone(&rows)));
-        rows
+    }
+
+    /// The comparison rows for the current session, criterion and budget, when computed (read-only).
+    pub fn cached_rows(&self, options: &crate::report::ReportOptions) -> Option<Arc<Vec<crate::report::Row>>> {
+        let (criterion, budget, revision, rows) = self.rows_cache.as_ref()?;
+        (*criterion == options.criterion && *budget == options.budget_pp.to_bits() && *revision == self.revision)
+            .then(|| Arc::clone(rows))
+    }
+
+    /// Computes the comparison rows on a worker unless they are cached or on their way.
+    pub fn request_rows(&mut self, options: &crate::report::ReportOptions) {
+        if self.cached_rows(options).is_some() {
+            return;
+        }
+        let session = self.snapshot();
+        let (options, revision) = (options.clone(), self.revision);
+        let spawned = self.loader.spawn(super::loader::key::ROWS.into(), move || {
+            let rows = Arc::new(crate::report::rows(&session, &options));
+            super::loader::Loaded::Rows(options.criterion, options.budget_pp.to_bits(), revision, rows)
+        });
+        if let Err(e) = spawned {
+            self.error(e);
+        }
     }
 
     /// Replaces the session.
@@ -287,9 +327,12 @@ impl World {
         self.dirty = false;
         self.analyses.clear();
         self.datasets.clear();
+        self.deferred.clear();
         self.thumbnails.clear();
         self.verification = None;
+        self.rows_cache = None;
         self.revision += 1;
+        self.runs_revision += 1;
         self.timeline_run = (!self.session.runs.is_empty()).then_some(0);
         self.run_dataset = self.session.datasets.iter().find(|d| !self.is_calibration(&d.name)).map(|d| d.name.clone());
     }
@@ -321,53 +364,130 @@ impl World {
         self.session.runs.get(index)
     }
 
-    /// The analysis of run `index` under `criterion`, computed on first use.
+    /// The analysis of run `index` under `criterion`, if computed (read-only; drawing uses this).
+    pub fn cached_analysis(&self, index: usize, criterion: Criterion) -> Option<Arc<Analysis>> {
+        self.analyses.get(&(index, criterion)).cloned()
+    }
+
+    /// Analyses run `index` on a worker unless it is cached or on its way.
+    pub fn request_analysis(&mut self, index: usize) {
+        if self.analyses.keys().any(|(i, _)| *i == index) || index >= self.session.runs.len() {
+            return;
+        }
+        let session = self.snapshot();
+        let runs_revision = self.runs_revision;
+        let spawned = self.loader.spawn(super::loader::key::analysis(index), move || {
+            super::loader::Loaded::Analyses(index, runs_revision, analyse(&session, index))
+        });
+        if let Err(e) = spawned {
+            self.error(e);
+        }
+    }
+
+    /// Stores analyses a worker made, unless the runs changed since.
+    pub fn store_analyses(&mut self, index: usize, runs_revision: u64, analyses: Vec<(Criterion, Arc<Analysis>)>) {
+        if runs_revision == self.runs_revision {
+            for (criterion, analysis) in analyses {
+                self.analyses.insert((index, criterion), analysis);
+            }
+        }
+    }
+
+    /// The analysis of run `index` under `criterion`, computed here if no worker made it yet (command handling
+    /// and tests; drawing uses [`World::cached_analysis`]).
     pub fn analysis(&mut self, index: usize, criterion: Criterion) -> Option<Arc<Analysis>> {
         if let Some(found) = self.analyses.get(&(index, criterion)) {
             return Some(Arc::clone(found));
         }
-        let run = self.session.runs.get(index)?;
-        let first = crate::report::prepare(&self.session, run, criterion);
-        // Every criterion at once: the others share the per-sample outcomes (loyalty, latency) and only score
-        // and sweep again (about 25 ms each on 50 000 samples x 4 exits), so a later criterion switch is a
-        // plain frame instead of a stall.
-        for other in Criterion::ALL {
-            let prepared = if other == criterion { first.clone() } else { first.with_criterion(&run.trace, other) };
-            let sweep = prepared.sweep(&ThresholdGrid::Quantiles(APP_SWEEP_POINTS), crate::analysis::DEFAULT_BUDGET_PP);
-            self.analyses.insert((index, other), Arc::new(Analysis { prepared, sweep }));
-        }
+        self.session.runs.get(index)?;
+        let computed = analyse(&self.session, index);
+        let runs_revision = self.runs_revision;
+        self.store_analyses(index, runs_revision, computed);
         self.analyses.get(&(index, criterion)).cloned()
     }
 
-    /// Opens (once) the dataset the session knows by `name`.
-    pub fn dataset(&mut self, name: &str) -> Result<Arc<Dataset>, String> {
-        if let Some(found) = self.datasets.get(name) {
-            return Ok(Arc::clone(found));
+    /// The dataset the session knows by `name`, when opened; requests it otherwise. `Err` holds why it could not be
+    /// opened; `Ok(None)` means it is on its way.
+    pub fn dataset_if_ready(&mut self, name: &str) -> Result<Option<Arc<Dataset>>, String> {
+        match self.datasets.get(name) {
+            Some(Ok(dataset)) => Ok(Some(Arc::clone(dataset))),
+            Some(Err(e)) => Err(e.clone()),
+            None => {
+                self.request_dataset(name);
+                Ok(None)
+            }
         }
-        let entry = self
-            .session
-            .datasets
-            .iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| format!("the session does not list dataset {name:?}"))?;
-        let dataset = Arc::new(Dataset::open(&entry.path).map_err(|e| e.to_string())?);
-        self.datasets.insert(name.to_string(), Arc::clone(&dataset));
-        Ok(dataset)
+    }
+
+    /// The dataset the session knows by `name`, when opened (read-only; drawing uses this).
+    pub fn loaded_dataset(&self, name: &str) -> Option<&Result<Arc<Dataset>, String>> {
+        self.datasets.get(name)
+    }
+
+    /// Opens a session dataset on a worker unless it is open or on its way.
+    pub fn request_dataset(&mut self, name: &str) {
+        if self.datasets.contains_key(name) {
+            return;
+        }
+        let Some(entry) = self.session.datasets.iter().find(|d| d.name == name) else {
+            self.datasets.insert(name.to_string(), Err(format!("the session does not list dataset {name:?}")));
+            return;
+        };
+        let (path, name) = (entry.path.clone(), name.to_string());
+        let spawned = self.loader.spawn(super::loader::key::dataset(&name), move || {
+            let opened = Dataset::open(&path).map(Arc::new).map_err(|e| e.to_string());
+            super::loader::Loaded::Dataset(name, opened)
+        });
+        if let Err(e) = spawned {
+            self.error(e);
+        }
+    }
+
+    /// Stores a dataset a worker opened and hands back the commands that waited for it.
+    pub fn store_dataset(&mut self, name: String, opened: Result<Arc<Dataset>, String>) -> Vec<super::Command> {
+        let failed = opened.as_ref().err().cloned();
+        self.datasets.insert(name.clone(), opened);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.deferred).into_iter().partition(|(n, _)| *n == name);
+        self.deferred = waiting;
+        if let (Some(e), false) = (failed, ready.is_empty()) {
+            self.error(e);
+            return Vec::new();
+        }
+        ready.into_iter().map(|(_, command)| command).collect()
+    }
+
+    /// The dataset for a command: ready now, or `None` after queueing `command` to run again once it is opened
+    /// (and showing an error if it cannot be).
+    pub fn dataset_for(&mut self, name: &str, command: super::Command) -> Option<Arc<Dataset>> {
+        match self.dataset_if_ready(name) {
+            Ok(Some(dataset)) => Some(dataset),
+            Ok(None) => {
+                self.notice = Some(format!("opening dataset {name}…"));
+                self.deferred.push((name.to_string(), command));
+                None
+            }
+            Err(e) => {
+                self.error(e);
+                None
+            }
+        }
     }
 
     /// Adds an opened dataset.
     pub fn add_dataset(&mut self, dataset: Dataset) {
         let name = dataset.name.clone();
         self.session.upsert_dataset(crate::session::DatasetEntry::of(&dataset));
-        self.datasets.insert(name.clone(), Arc::new(dataset));
+        self.datasets.insert(name.clone(), Ok(Arc::new(dataset)));
         if self.run_dataset.is_none() {
             self.run_dataset = Some(name);
         }
         self.dirty = true;
     }
 
-    /// The policy for `variant`: the session's if it fits the criterion and exit count, else the sweep's acc-opt.
-    pub fn policy_for(&mut self, variant: &str, criterion: Criterion) -> Option<Policy> {
+    /// The policy for `variant`: the session's if it fits the criterion and exit count, else the sweep's acc-opt
+    /// (`None` until the run's analysis is ready).
+    pub fn policy_for(&self, variant: &str, criterion: Criterion) -> Option<Policy> {
         let index = self.run_index(variant)?;
         let early = self.session.runs[index].trace.early_exit_count();
         if early == 0 {
@@ -378,8 +498,28 @@ impl World {
         {
             return Some(policy.clone());
         }
-        let analysis = self.analysis(index, criterion)?;
+        let analysis = self.cached_analysis(index, criterion)?;
         let point = analysis.sweep.acc_opt.map(|i| &analysis.sweep.points[i])?;
         Some(analysis.prepared.policy_at(point))
     }
+}
+
+/// Prepares run `index` of `session` under every criterion, with its sweep. The criteria share the per-sample
+/// outcomes (loyalty, latency) and only score and sweep again (about 25 ms each on 50 000 samples x 4 exits), so a
+/// later criterion switch is a plain frame.
+pub fn analyse(session: &Session, index: usize) -> Vec<(Criterion, Arc<Analysis>)> {
+    let Some(run) = session.runs.get(index) else { return Vec::new() };
+    let first = crate::report::prepare(session, run, Criterion::ALL[0]);
+    Criterion::ALL
+        .into_iter()
+        .map(|criterion| {
+            let prepared = if criterion == Criterion::ALL[0] {
+                first.clone()
+            } else {
+                first.with_criterion(&run.trace, criterion)
+            };
+            let sweep = prepared.sweep(&ThresholdGrid::Quantiles(APP_SWEEP_POINTS), crate::analysis::DEFAULT_BUDGET_PP);
+            (criterion, Arc::new(Analysis { prepared, sweep }))
+        })
+        .collect()
 }
