@@ -302,3 +302,51 @@ fn the_budget_box_moves_inf_opt_in_explore() {
     // Exiting earlier under entropy means a higher threshold.
     assert!(loose.thresholds[0] > strict.thresholds[0], "{strict:?} vs {loose:?}");
 }
+
+#[test]
+fn opening_another_session_with_unsaved_changes_asks_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = session_copy(&dir);
+    let mut harness = harness(path.clone(), Tab::Explore);
+    settle(&mut harness);
+    // An unsaved change: a policy.
+    let policy = edgescope::analysis::Policy::uniform(edgescope::analysis::Criterion::Entropy, 0.2, 1);
+    harness.state_mut().send(Command::SetPolicy("tiny/ee".into(), policy.clone()));
+    settle(&mut harness);
+    assert!(harness.state().world.dirty);
+    harness.state_mut().send(Command::NewSession);
+    settle(&mut harness);
+    assert!(harness.state().world.unsaved_prompt.is_some(), "the command waits for an answer");
+    assert!(has_text_starting(&harness, "Save the changes to"), "the prompt shows");
+    assert!(!harness.state().world.session.runs.is_empty(), "nothing discarded yet");
+    harness.get_by_label("Cancel").click();
+    settle(&mut harness);
+    assert!(harness.state().world.dirty && !harness.state().world.session.runs.is_empty(), "cancel keeps the work");
+
+    // Save from the prompt writes the file, then goes on.
+    harness.state_mut().send(Command::NewSession);
+    settle(&mut harness);
+    harness.get_by_label("Save").click();
+    settle(&mut harness);
+    assert!(harness.state().world.session.runs.is_empty(), "then the new session opened");
+    let saved = edgescope::session::Session::load(&path).expect("saved session loads");
+    assert_eq!(saved.policies.get("tiny/ee"), Some(&policy), "the change was saved first");
+}
+
+#[test]
+fn ctrl_s_saves_and_the_bundled_demo_is_never_overwritten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = session_copy(&dir);
+    let mut harness = harness(path.clone(), Tab::Explore);
+    let policy = edgescope::analysis::Policy::uniform(edgescope::analysis::Criterion::Entropy, 0.3, 1);
+    harness.state_mut().send(Command::SetPolicy("tiny/ee".into(), policy.clone()));
+    settle(&mut harness);
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
+    settle(&mut harness);
+    assert!(!harness.state().world.dirty, "Ctrl+S saved");
+    let saved = edgescope::session::Session::load(&path).expect("saved session loads");
+    assert_eq!(saved.policies.get("tiny/ee"), Some(&policy));
+    assert!(!edgescope::app::is_demo_session(&path));
+    let demo = edgescope::app::demo_session_path().expect("the repository has its demo session");
+    assert!(edgescope::app::is_demo_session(&demo));
+}

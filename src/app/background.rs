@@ -78,6 +78,8 @@ impl EdgescopeApp {
                 DialogResult::ExportTables(path, format) => self.pending.push(Command::ExportTables(path, format)),
                 DialogResult::ExportPlot(path) => self.pending.push(Command::CaptureViewport(path, true)),
                 DialogResult::Nothing => {
+                    // Whatever waited for a save (open, quit) waits no more.
+                    self.world.after_save = None;
                     self.world.notice = Some(
                         "no file chosen — if no dialog appeared, install xdg-desktop-portal (with a GTK or KDE \
                          backend) or zenity, or drag files onto the window"

@@ -44,6 +44,10 @@ pub enum Command {
     NeedRows,
     /// Open the "Add early exits…" dialog on a variant.
     OpenExitsDialog(String),
+    /// Answer the unsaved-changes prompt.
+    ResolveUnsaved(UnsavedChoice),
+    /// Close the window (after the unsaved-changes prompt, if any).
+    Quit,
     /// Show a tab.
     SelectTab(Tab),
     /// Explore a variant.
@@ -97,6 +101,17 @@ pub enum Command {
     DismissError(usize),
     /// Hide the first-start hint.
     DismissHint,
+}
+
+/// The answers to "save changes before …?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsavedChoice {
+    /// Save, then go on.
+    Save,
+    /// Go on without saving.
+    Discard,
+    /// Stay.
+    Cancel,
 }
 
 /// A command sink handed to drawing code.

@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use eframe::egui;
+
+use super::commands::UnsavedChoice;
 use super::loader::{self, Loaded, OpenedFile, key};
 use super::world::{self, DialogResult, JobKind, JobSlot, Verification};
 use super::{Command, EdgescopeApp, first_early_exit_variant};
@@ -15,6 +18,12 @@ use crate::session::{Session, VariantEntry, write_atomically};
 impl EdgescopeApp {
     /// Applies a command: the one place the world changes.
     pub fn apply(&mut self, command: Command) {
+        // Opening, starting afresh and quitting would lose unsaved work: ask first.
+        let discards = matches!(command, Command::OpenSession(_) | Command::NewSession | Command::Quit);
+        if discards && self.world.dirty && !self.world.quitting {
+            self.world.unsaved_prompt = Some(command);
+            return;
+        }
         let world = &mut self.world;
         match command {
             Command::OpenSession(path) => {
@@ -31,9 +40,35 @@ impl EdgescopeApp {
             }
             Command::NewSession => world.set_session(Session::default(), None),
             Command::SaveSession => match world.session_path.clone() {
-                Some(path) => self.apply(Command::SaveSessionAs(path)),
+                // The bundled demo stays as shipped: saving it asks for a new name.
+                Some(path) if !super::is_demo_session(&path) => self.apply(Command::SaveSessionAs(path)),
+                Some(_) => {
+                    world.notice = Some("the demo session stays as shipped: save your changes under a new name".into());
+                    self.apply(Command::PickSessionToSave);
+                }
                 None => self.apply(Command::PickSessionToSave),
             },
+            Command::ResolveUnsaved(choice) => {
+                let Some(then) = world.unsaved_prompt.take() else { return };
+                match choice {
+                    UnsavedChoice::Save => {
+                        world.after_save = Some(then);
+                        self.apply(Command::SaveSession);
+                    }
+                    UnsavedChoice::Discard => {
+                        world.dirty = false;
+                        if then == Command::Quit {
+                            world.quitting = true;
+                        }
+                        self.pending.push(then);
+                    }
+                    UnsavedChoice::Cancel => {}
+                }
+            }
+            Command::Quit => {
+                world.quitting = true;
+                self.ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
             Command::SaveSessionAs(path) => {
                 let (session, revision) = (world.snapshot(), world.revision);
                 world.notice = Some(format!("saving {}…", path.display()));

@@ -52,6 +52,12 @@ pub struct EdgescopeApp {
     child_executable: Option<PathBuf>,
 }
 
+/// True when `path` is the bundled demo session (which Save never overwrites).
+pub fn is_demo_session(path: &std::path::Path) -> bool {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    demo_session_path().and_then(|demo| canonical(&demo)).is_some_and(|demo| canonical(path) == Some(demo))
+}
+
 /// The demo session shipped with the repository, if present.
 pub fn demo_session_path() -> Option<PathBuf> {
     let candidates =
@@ -121,6 +127,7 @@ fn first_early_exit_variant(world: &World) -> Option<String> {
 impl eframe::App for EdgescopeApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain(ctx);
+        self.shortcuts_and_close(ctx);
         self.probe_devices();
         self.drive_script(ctx);
         self.apply_pending();
@@ -142,10 +149,15 @@ impl eframe::App for EdgescopeApp {
                 Tab::Explore => explore::explore_ui(ui, &self.saved, &self.world, &mut commands),
                 Tab::Compare => compare::compare_ui(ui, &self.saved, &self.world, &mut commands),
                 Tab::Models => models::models_ui(ui, &self.world, &mut commands),
-                Tab::Runs => runs::runs_ui(ui, &self.saved, &self.world, &mut commands),
+                Tab::Runs => {
+                    egui::ScrollArea::vertical().id_salt("runs_scroll").show(ui, |ui| {
+                        runs::runs_ui(ui, &self.saved, &self.world, &mut commands);
+                    });
+                }
             });
             // Dialogs own their form state (ticks, text boxes) and draw it; what they start goes through commands.
             exits_dialog::window_ui(ui.ctx(), &mut self.world);
+            self.unsaved_prompt_ui(ui.ctx(), &mut commands);
         }
         if !queue.is_empty() {
             self.pending.extend(queue);

@@ -2,6 +2,7 @@
 
 use eframe::egui;
 
+use super::commands::UnsavedChoice;
 use super::{Command, Commands, EdgescopeApp, Tab, demo_session_path};
 
 impl EdgescopeApp {
@@ -72,7 +73,7 @@ impl EdgescopeApp {
             ui.weak(notice);
         }
         if !self.saved.hint_dismissed {
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 ui.label(
                     "Start here: pick an early-exit variant in Explore and drag its exit threshold — accuracy, exit \
                      rate and latency follow live. Compare shows the study's tables; drop ONNX files or datasets on \
@@ -83,5 +84,47 @@ impl EdgescopeApp {
                 }
             });
         }
+    }
+
+    /// Ctrl+S saves, Ctrl+O opens; closing the window with unsaved changes asks first.
+    pub(super) fn shortcuts_and_close(&mut self, ctx: &egui::Context) {
+        let save = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::S);
+        let open = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::O);
+        if ctx.input_mut(|i| i.consume_shortcut(&save)) {
+            self.pending.push(Command::SaveSession);
+        }
+        if ctx.input_mut(|i| i.consume_shortcut(&open)) {
+            self.pending.push(Command::PickSessionToOpen);
+        }
+        if ctx.input(|i| i.viewport().close_requested()) && self.world.dirty && !self.world.quitting {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            self.world.unsaved_prompt = Some(Command::Quit);
+        }
+    }
+
+    /// The "save changes?" prompt, while a command that would discard them waits.
+    pub(super) fn unsaved_prompt_ui(&self, ctx: &egui::Context, commands: &mut Commands<'_>) {
+        let Some(waiting) = &self.world.unsaved_prompt else { return };
+        let what = match waiting {
+            Command::Quit => "quitting",
+            Command::NewSession => "starting a new session",
+            _ => "opening another session",
+        };
+        let name = self.world.session_path.as_ref().map_or("this session".into(), |p| p.display().to_string());
+        egui::Modal::new(egui::Id::unique("edgescope_unsaved_prompt")).show(ctx, |ui| {
+            ui.heading("Unsaved changes");
+            ui.label(format!("Save the changes to {name} before {what}?"));
+            ui.horizontal(|ui| {
+                if ui.button("Save").clicked() {
+                    commands.send(Command::ResolveUnsaved(UnsavedChoice::Save));
+                }
+                if ui.button("Don't save").clicked() {
+                    commands.send(Command::ResolveUnsaved(UnsavedChoice::Discard));
+                }
+                if ui.button("Cancel").clicked() {
+                    commands.send(Command::ResolveUnsaved(UnsavedChoice::Cancel));
+                }
+            });
+        });
     }
 }

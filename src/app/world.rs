@@ -175,6 +175,10 @@ pub struct World {
     /// What to do once the session is saved (open another, quit), when the user chose "save" in the unsaved-changes
     /// prompt.
     pub after_save: Option<super::Command>,
+    /// A command that would discard unsaved changes (open, new, quit), waiting for the user's answer.
+    pub unsaved_prompt: Option<super::Command>,
+    /// The user chose to quit (the window may close even with unsaved changes).
+    pub quitting: bool,
     /// Errors to show, each once until dismissed.
     pub errors: Vec<String>,
     /// A short informational message.
@@ -240,6 +244,8 @@ impl Default for World {
             snapshot: None,
             opening: None,
             after_save: None,
+            unsaved_prompt: None,
+            quitting: false,
             errors: Vec::new(),
             notice: None,
             jobs: Vec::new(),
