@@ -12,6 +12,7 @@ mod compare;
 mod exits_dialog;
 mod explore;
 mod models;
+mod profile_view;
 mod runs;
 pub mod state;
 pub mod world;
@@ -690,6 +691,7 @@ impl EdgescopeApp {
         }
         self.drain_jobs();
         exits_dialog::drain(self);
+        profile_view::drain(&mut self.world);
     }
 
     fn drain_jobs(&mut self) {
@@ -957,6 +959,7 @@ impl eframe::App for EdgescopeApp {
                 Tab::Models => models::models_ui(ui, &mut self.world, &mut commands),
                 Tab::Runs => runs::runs_ui(ui, &self.saved, &mut self.world, &mut commands),
             });
+            profile_view::window_ui(ui.ctx(), &self.saved, &mut self.world);
         }
         if !queue.is_empty() {
             self.pending.extend(queue);

@@ -52,6 +52,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
                     super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
+                    super::profile_view::open_button_ui(ui, world, &variant.name);
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
