@@ -129,3 +129,47 @@ pub fn certified_ui(
         }
     }
 }
+
+/// Shades the certified part of an exit's threshold slider (the thresholds from "no early exit" up to the
+/// certified one, which the guarantee covers), once the certify line has computed a certificate for this
+/// variant and criterion. `slider` is the slider's response; `range` its `(low, high, logarithmic)`.
+pub fn shade_certified_ui(
+    ui: &egui::Ui,
+    slider: &egui::Response,
+    variant: &str,
+    criterion: Criterion,
+    exit: usize,
+    range: (f64, f64, bool),
+) {
+    let Some(policy) = certified_policy(ui.ctx(), variant, criterion) else { return };
+    let Some(&certified) = policy.thresholds.get(exit) else { return };
+    let (low, high, logarithmic) = range;
+    // Where egui's slider puts a value: its rail is `slider_width` wide at the left of the response, the
+    // handle's centre inset by its radius (the rail's thickness / 2.5), linear or log10 in between.
+    let thickness = ui.text_style_height(&egui::TextStyle::Body).max(ui.spacing().interact_size.y);
+    let inset = thickness / 2.5;
+    let left = slider.rect.left() + inset;
+    let width = (ui.spacing().slider_width - 2.0 * inset).max(1.0);
+    let normalized = |value: f64| -> f32 {
+        let value = value.clamp(low, high);
+        let t = if logarithmic && low > 0.0 {
+            (value.log10() - low.log10()) / (high.log10() - low.log10())
+        } else {
+            (value - low) / (high - low)
+        };
+        t.clamp(0.0, 1.0) as f32
+    };
+    // The path runs from no exit towards more exits: below the certified threshold for criteria that exit
+    // below it (entropy), above it for the others.
+    let (from, to) = if criterion.exits_below() { (low, certified) } else { (certified, high) };
+    let x = |value: f64| left + width * normalized(value);
+    let half_height = ui.spacing().slider_rail_height / 2.0 + 3.0;
+    let y = slider.rect.center().y;
+    let shade = egui::Rect::from_min_max(egui::pos2(x(from), y - half_height), egui::pos2(x(to), y + half_height));
+    let color = egui::Color32::from_rgba_unmultiplied(60, 170, 90, 90);
+    ui.painter().rect_filled(shade, 2.0, color);
+    ui.painter().line_segment(
+        [egui::pos2(x(certified), y - half_height - 2.0), egui::pos2(x(certified), y + half_height + 2.0)],
+        egui::Stroke::new(2.0, egui::Color32::from_rgb(40, 140, 70)),
+    );
+}
