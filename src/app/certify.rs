@@ -163,13 +163,15 @@ pub fn shade_certified_ui(
     // below it (entropy), above it for the others.
     let (from, to) = if criterion.exits_below() { (low, certified) } else { (certified, high) };
     let x = |value: f64| left + width * normalized(value);
-    let half_height = ui.spacing().slider_rail_height / 2.0 + 3.0;
+    // A band just under the rail (apart from the slider's own fill), and a tick at the certified threshold.
+    let rail_half = ui.spacing().slider_rail_height / 2.0;
     let y = slider.rect.center().y;
-    let shade = egui::Rect::from_min_max(egui::pos2(x(from), y - half_height), egui::pos2(x(to), y + half_height));
-    let color = egui::Color32::from_rgba_unmultiplied(60, 170, 90, 90);
-    ui.painter().rect_filled(shade, 2.0, color);
+    let band =
+        egui::Rect::from_min_max(egui::pos2(x(from), y + rail_half + 2.0), egui::pos2(x(to), y + rail_half + 6.0));
+    let color = egui::Color32::from_rgb(60, 170, 90);
+    ui.painter().rect_filled(band, 1.0, color);
     ui.painter().line_segment(
-        [egui::pos2(x(certified), y - half_height - 2.0), egui::pos2(x(certified), y + half_height + 2.0)],
+        [egui::pos2(x(certified), y - rail_half - 3.0), egui::pos2(x(certified), y + rail_half + 6.0)],
         egui::Stroke::new(2.0, egui::Color32::from_rgb(40, 140, 70)),
     );
 }
