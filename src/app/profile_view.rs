@@ -4,11 +4,16 @@
 //! side (the base and its DQ variant by default), the operator types that got slower. Profiling runs on a named
 //! worker thread with a bounded channel, progress and cancel; local profiles queue behind local runs.
 
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
 use super::state::SavedState;
 use super::world::{THIS_MACHINE, World};
+use crate::data::Dataset;
+use crate::model::Variant;
+use crate::net::RemoteRunner;
 use crate::runtime::CancelToken;
 use crate::runtime::profile::{ProfileProgress, ProfileSettings, VariantProfile, profile_variant};
 
@@ -18,6 +23,9 @@ const CHANNEL_CAPACITY: usize = 64;
 const TYPES_SHOWN: usize = 10;
 /// Slowest nodes listed per variant.
 const NODES_SHOWN: usize = 5;
+
+/// A variant to profile, with its slot (left or right) and the dataset.
+type SlotJob = (usize, Variant, Arc<Dataset>);
 
 /// What the worker reports.
 enum WorkerMessage {
@@ -87,15 +95,7 @@ impl ProfileView {
     }
 
     /// The variants to profile (by slot), the dataset, and the remote runner if any.
-    #[allow(clippy::type_complexity)]
-    fn prepare(
-        &self,
-        saved: &SavedState,
-        world: &mut World,
-    ) -> Result<
-        (Vec<(usize, crate::model::Variant, std::sync::Arc<crate::data::Dataset>)>, Option<crate::net::RemoteRunner>),
-        String,
-    > {
+    fn prepare(&self, saved: &SavedState, world: &mut World) -> Result<(Vec<SlotJob>, Option<RemoteRunner>), String> {
         let dataset_name = world
             .run_dataset
             .clone()
@@ -107,7 +107,7 @@ impl ProfileView {
             let Some(name) = name else { continue };
             let entry = world.session.variant(name).ok_or_else(|| format!("no variant {name:?} in the session"))?;
             let variant = entry.open().map_err(|e| format!("opening {name}: {e}"))?;
-            jobs.push((slot, variant, std::sync::Arc::clone(&dataset)));
+            jobs.push((slot, variant, Arc::clone(&dataset)));
         }
         if jobs.is_empty() {
             return Err("choose a variant to profile".into());
@@ -122,17 +122,12 @@ impl ProfileView {
                 .ok_or_else(|| format!("no device called {} is configured", self.device))?;
             let token =
                 crate::net::protocol::read_token(&config.token_file).map_err(|e| format!("{}: {e}", config.name))?;
-            Some(crate::net::RemoteRunner::new(&config.address, token))
+            Some(RemoteRunner::new(&config.address, token))
         };
         Ok((jobs, remote))
     }
 
-    fn spawn(
-        &mut self,
-        jobs: Vec<(usize, crate::model::Variant, std::sync::Arc<crate::data::Dataset>)>,
-        mut remote: Option<crate::net::RemoteRunner>,
-        ctx: &egui::Context,
-    ) {
+    fn spawn(&mut self, jobs: Vec<SlotJob>, mut remote: Option<RemoteRunner>, ctx: &egui::Context) {
         let (sender, messages) = bounded(CHANNEL_CAPACITY);
         let cancel = CancelToken::new();
         let worker_cancel = cancel.clone();
