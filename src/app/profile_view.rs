@@ -214,29 +214,34 @@ pub fn window_ui(ctx: &egui::Context, saved: &SavedState, world: &mut World) {
     let Some(mut view) = world.profile_view.take() else { return };
     let mut open = true;
     let mut start = false;
-    egui::Window::new("Per-operator latency").open(&mut open).resizable(true).default_width(900.0).show(ctx, |ui| {
-        controls_ui(ui, saved, world, &mut view, &mut start);
-        ui.separator();
-        let shown: Vec<&VariantProfile> = view.results().collect();
-        if shown.is_empty() {
-            if view.worker.is_none() {
-                ui.weak("choose the variants and press Profile");
+    egui::Window::new("Per-operator latency")
+        .open(&mut open)
+        .resizable(true)
+        .default_width(900.0)
+        .default_height(720.0)
+        .show(ctx, |ui| {
+            controls_ui(ui, saved, world, &mut view, &mut start);
+            ui.separator();
+            let shown: Vec<&VariantProfile> = view.results().collect();
+            if shown.is_empty() {
+                if view.worker.is_none() {
+                    ui.weak("choose the variants and press Profile");
+                }
+                return;
             }
-            return;
-        }
-        let scale_us = shown.iter().map(|p| largest_bar_us(p)).fold(1.0, f64::max);
-        egui::ScrollArea::vertical().max_height(560.0).show(ui, |ui| {
-            ui.columns(shown.len(), |columns| {
-                for (column, profile) in columns.iter_mut().zip(&shown) {
-                    profile_ui(column, profile, scale_us);
+            let scale_us = shown.iter().map(|p| largest_bar_us(p)).fold(1.0, f64::max);
+            egui::ScrollArea::vertical().max_height(560.0).show(ui, |ui| {
+                ui.columns(shown.len(), |columns| {
+                    for (column, profile) in columns.iter_mut().zip(&shown) {
+                        profile_ui(column, profile, scale_us);
+                    }
+                });
+                if let [a, b] = shown.as_slice() {
+                    ui.separator();
+                    comparison_ui(ui, a, b);
                 }
             });
-            if let [a, b] = shown.as_slice() {
-                ui.separator();
-                comparison_ui(ui, a, b);
-            }
         });
-    });
     if start {
         view.start(saved, world, ctx);
     }
