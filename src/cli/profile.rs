@@ -96,7 +96,13 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
             )
         })?;
         let variant = variant_entry.open().with_context(|| format!("opening {name}"))?;
-        let mut progress = |p: ProfileProgress| eprint!("\rprofiling {name}: {}/{} samples", p.done, p.total);
+        // Progress redraws one line on a terminal; logs get none.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = |p: ProfileProgress| {
+            if terminal {
+                eprint!("\rprofiling {name}: {}/{} samples", p.done, p.total);
+            }
+        };
         let profile = match &mut remote {
             Some(runner) => runner.profile(&variant, &dataset, &settings, &mut progress, &cancel),
             None => profile_variant(&variant, &dataset, &settings, &mut progress, &cancel).map(|mut p| {
@@ -105,7 +111,9 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
             }),
         }
         .with_context(|| format!("profiling {name}"))?;
-        eprintln!();
+        if terminal {
+            eprintln!();
+        }
         profiles.push(profile);
     }
     if args.format == "json" {
