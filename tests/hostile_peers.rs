@@ -481,6 +481,7 @@ fn a_silent_runner_is_a_clear_error_within_the_deadline_and_cancel_is_honoured()
                 let welcome = RunnerMessage::Welcome {
                     runner: "silent".into(),
                     device: Box::new(edgescope::runtime::DeviceRecord::this_machine()),
+                    features: Vec::new(),
                 };
                 let _ = frame::write_frame(&mut writer, &Frame::Message(serde_json::to_vec(&welcome).expect("json")));
                 // Read and ignore everything, answer nothing.

@@ -129,3 +129,49 @@ pub fn certified_ui(
         }
     }
 }
+
+/// Shades the certified part of an exit's threshold slider (the thresholds from "no early exit" up to the
+/// certified one, which the guarantee covers), once the certify line has computed a certificate for this
+/// variant and criterion. `slider` is the slider's response; `range` its `(low, high, logarithmic)`.
+pub fn shade_certified_ui(
+    ui: &egui::Ui,
+    slider: &egui::Response,
+    variant: &str,
+    criterion: Criterion,
+    exit: usize,
+    range: (f64, f64, bool),
+) {
+    let Some(policy) = certified_policy(ui.ctx(), variant, criterion) else { return };
+    let Some(&certified) = policy.thresholds.get(exit) else { return };
+    let (low, high, logarithmic) = range;
+    // Where egui's slider puts a value: its rail is `slider_width` wide at the left of the response, the
+    // handle's centre inset by its radius (the rail's thickness / 2.5), linear or log10 in between.
+    let thickness = ui.text_style_height(&egui::TextStyle::Body).max(ui.spacing().interact_size.y);
+    let inset = thickness / 2.5;
+    let left = slider.rect.left() + inset;
+    let width = (ui.spacing().slider_width - 2.0 * inset).max(1.0);
+    let normalized = |value: f64| -> f32 {
+        let value = value.clamp(low, high);
+        let t = if logarithmic && low > 0.0 {
+            (value.log10() - low.log10()) / (high.log10() - low.log10())
+        } else {
+            (value - low) / (high - low)
+        };
+        t.clamp(0.0, 1.0) as f32
+    };
+    // The path runs from no exit towards more exits: below the certified threshold for criteria that exit
+    // below it (entropy), above it for the others.
+    let (from, to) = if criterion.exits_below() { (low, certified) } else { (certified, high) };
+    let x = |value: f64| left + width * normalized(value);
+    // A band just under the rail (apart from the slider's own fill), and a tick at the certified threshold.
+    let rail_half = ui.spacing().slider_rail_height / 2.0;
+    let y = slider.rect.center().y;
+    let band =
+        egui::Rect::from_min_max(egui::pos2(x(from), y + rail_half + 2.0), egui::pos2(x(to), y + rail_half + 6.0));
+    let color = egui::Color32::from_rgb(60, 170, 90);
+    ui.painter().rect_filled(band, 1.0, color);
+    ui.painter().line_segment(
+        [egui::pos2(x(certified), y - rail_half - 3.0), egui::pos2(x(certified), y + rail_half + 6.0)],
+        egui::Stroke::new(2.0, egui::Color32::from_rgb(40, 140, 70)),
+    );
+}

@@ -42,6 +42,8 @@ pub enum Command {
     NeedThumbnails(String, Vec<usize>),
     /// Drawing needs the comparison rows for the current criterion and budget (computed on a worker).
     NeedRows,
+    /// Open the per-operator profile window on a variant.
+    OpenProfileView(String),
     /// Open the "Add early exits…" dialog on a variant.
     OpenExitsDialog(String),
     /// Answer the unsaved-changes prompt.

@@ -164,7 +164,10 @@ fn controls_ui(
                 .logarithmic(logarithmic)
                 .smallest_positive(1e-6)
                 .text(format!("Exit {} threshold", exit + 1));
-            changed |= ui.add(slider).changed();
+            let response = ui.add(slider);
+            changed |= response.changed();
+            let range = (low, high, logarithmic);
+            super::certify::shade_certified_ui(ui, &response, selected, criterion, exit, range);
         }
         if changed {
             commands.send(Command::SetPolicy(selected.to_string(), Policy { criterion, thresholds }));

@@ -118,6 +118,7 @@ impl EdgescopeApp {
             }
             Command::NeedAnalysis(index) => world.request_analysis(index),
             Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant),
+            Command::OpenProfileView(variant) => super::profile_view::open(world, &variant),
             Command::NeedDataset(name) => world.request_dataset(&name),
             Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),
             Command::NeedRows => {

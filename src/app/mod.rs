@@ -21,6 +21,7 @@ mod explore;
 mod handle;
 mod loader;
 mod models;
+mod profile_view;
 mod runs;
 pub mod state;
 mod top_bar;
@@ -157,6 +158,7 @@ impl eframe::App for EdgescopeApp {
             });
             // Dialogs own their form state (ticks, text boxes) and draw it; what they start goes through commands.
             exits_dialog::window_ui(ui.ctx(), &mut self.world);
+            profile_view::window_ui(ui.ctx(), &self.saved, &mut self.world);
             self.unsaved_prompt_ui(ui.ctx(), &mut commands);
         }
         if !queue.is_empty() {

@@ -51,7 +51,10 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                     if !variant.outputs.is_empty() {
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
-                    super::exits_dialog::open_button_ui(ui, &variant.name, variant.segments, commands);
+                    ui.horizontal(|ui| {
+                        super::exits_dialog::open_button_ui(ui, &variant.name, variant.segments, commands);
+                        super::profile_view::open_button_ui(ui, &variant.name, commands);
+                    });
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {

@@ -227,6 +227,8 @@ pub struct World {
     pub run_devices: BTreeSet<String>,
     /// The "Add early exits…" dialog, when open.
     pub exits_dialog: Option<super::exits_dialog::ExitsDialog>,
+    /// The per-operator latency window, when open.
+    pub profile_view: Option<super::profile_view::ProfileView>,
 }
 
 impl Default for World {
@@ -270,6 +272,7 @@ impl Default for World {
             probes: bounded(16),
             run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
             exits_dialog: None,
+            profile_view: None,
         }
     }
 }

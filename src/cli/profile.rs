@@ -1,6 +1,7 @@
 //! `edgescope profile`: per-operator latency of a variant (ONNX Runtime's profiler), per segment and per
-//! operator type, with what the operators do not explain; optionally a second variant side by side. The work
-//! is in [`crate::runtime::profile`].
+//! operator type, with what the operators do not explain as an "outside operators" row; optionally a second
+//! variant side by side; on this machine or on a remote runner (`--device`). The work is in
+//! [`crate::runtime::profile`] (and [`crate::net::RemoteRunner::profile`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use crate::data::Dataset;
-use crate::runtime::profile::{VariantProfile, profile_variant};
+use crate::runtime::CancelToken;
+use crate::runtime::profile::{ProfileProgress, ProfileSettings, VariantProfile, profile_variant};
 use crate::session::Session;
 
 /// `edgescope profile`.
@@ -38,6 +40,12 @@ pub struct ProfileArgs {
     /// text or json.
     #[arg(long, default_value = "text")]
     pub format: String,
+    /// Profile on a remote edgescope-runner (tcp://HOST:PORT) instead of this machine.
+    #[arg(long, requires = "token_file")]
+    pub device: Option<String>,
+    /// Token file shared with the remote runner.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `edgescope profile`.
@@ -69,6 +77,15 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
         .find(|d| d.name == dataset_name)
         .ok_or_else(|| anyhow!("{} has no dataset {dataset_name:?}", args.session.display()))?;
     let dataset = Dataset::open(&entry.path).with_context(|| format!("opening dataset {dataset_name:?}"))?;
+    let settings = ProfileSettings { samples: args.samples, warmup: args.warmup, intra_threads: args.threads };
+    let mut remote = match (&args.device, &args.token_file) {
+        (Some(address), Some(token_file)) => {
+            let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
+            Some(crate::net::RemoteRunner::new(address, token))
+        }
+        _ => None,
+    };
+    let cancel = CancelToken::new();
     let mut profiles = Vec::new();
     for name in std::iter::once(&args.variant).chain(&args.compare) {
         let variant_entry = session.variant(name).ok_or_else(|| {
@@ -79,8 +96,24 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
             )
         })?;
         let variant = variant_entry.open().with_context(|| format!("opening {name}"))?;
-        let profile = profile_variant(&variant, &dataset, args.samples, args.warmup, args.threads)
-            .with_context(|| format!("profiling {name}"))?;
+        // Progress redraws one line on a terminal; logs get none.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mut progress = |p: ProfileProgress| {
+            if terminal {
+                eprint!("\rprofiling {name}: {}/{} samples", p.done, p.total);
+            }
+        };
+        let profile = match &mut remote {
+            Some(runner) => runner.profile(&variant, &dataset, &settings, &mut progress, &cancel),
+            None => profile_variant(&variant, &dataset, &settings, &mut progress, &cancel).map(|mut p| {
+                p.device = crate::runtime::DeviceRecord::this_machine().host;
+                p
+            }),
+        }
+        .with_context(|| format!("profiling {name}"))?;
+        if terminal {
+            eprintln!();
+        }
         profiles.push(profile);
     }
     if args.format == "json" {
@@ -96,62 +129,110 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
     Ok(())
 }
 
-fn render_profile(p: &VariantProfile) -> String {
+/// The text report of one profile: per segment, the operator types (kernel, dispatch, share of the measured
+/// latency), the "outside operators" row with its parts, and the slowest nodes.
+pub fn render_profile(p: &VariantProfile) -> String {
     let mut out = String::new();
     let measured = p.measured_mean_us();
     let operators = p.operator_sum_us();
+    let percent = |part: f64, whole: f64| 100.0 * part / whole.max(1e-9);
     let _ = writeln!(
         out,
-        "{}: {} runs, {} thread(s); measured {:.1} us per inference, operators {:.1} us ({:.1} %), remainder {:.1} us",
+        "{}{}: {} runs{}{}, {} thread(s); measured {measured:.1} us per inference with the profiler on, {:.1} us without",
         p.variant,
+        if p.device.is_empty() { String::new() } else { format!(" on {}", p.device) },
         p.runs,
+        if p.disturbed_runs > 0 {
+            format!(
+                " ({} more left out: slowed over {}x the median by the machine)",
+                p.disturbed_runs,
+                crate::runtime::profile::DISTURBED_FACTOR
+            )
+        } else {
+            String::new()
+        },
+        if p.complete { "" } else { " (cancelled: incomplete)" },
         p.intra_threads,
-        measured,
-        operators,
-        100.0 * operators / measured.max(1e-9),
-        measured - operators
+        p.plain_mean_us(),
+    );
+    let _ = writeln!(
+        out,
+        "  operators {operators:.1} us ({:.1} % of measured: kernels {:.1} us + dispatch {:.1} us), outside operators {:.1} us ({:.1} %)",
+        percent(operators, measured),
+        p.kernel_us(),
+        operators - p.kernel_us(),
+        p.remainder_us(),
+        percent(p.remainder_us(), measured),
     );
     for (index, segment) in p.segments.iter().enumerate() {
         let _ = writeln!(
             out,
-            "  segment {index} ({}): measured {:.1} us, model_run {:.1} us, operators {:.1} us, remainder {:.1} us ({:.1} %)",
+            "  segment {index} ({}): measured {:.1} us (model_run {:.1} us), operators {:.1} us ({:.1} %)",
             segment.path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
             segment.measured_mean_us,
             segment.model_run_us,
             segment.operator_sum_us,
-            segment.remainder_us(),
-            100.0 * segment.remainder_us() / segment.measured_mean_us.max(1e-9)
+            100.0 * segment.explained(),
+        );
+        let _ = writeln!(
+            out,
+            "    {:<34} {:>10} {:>12} {:>10} {:>7}",
+            "operator type (nodes)", "kernel us", "dispatch us", "total us", "share"
         );
         for op in &segment.op_types {
             let _ = writeln!(
                 out,
-                "    {:<24} {:>8.1} us {:>5.1} %  ({} nodes, {})",
-                op.op_type,
+                "    {:<34} {:>10.1} {:>12.1} {:>10.1} {:>6.1} %",
+                format!("{} ({}, {})", op.op_type, op.nodes_per_run, op.provider.trim_end_matches("ExecutionProvider")),
                 op.mean_us,
-                100.0 * op.mean_us / segment.operator_sum_us.max(1e-9),
-                op.nodes_per_run,
-                op.provider.trim_end_matches("ExecutionProvider")
+                op.dispatch_us,
+                op.total_us(),
+                percent(op.total_us(), segment.measured_mean_us),
             );
         }
+        let parts =
+            segment.remainder_parts().iter().map(|(name, us)| format!("{name} {us:.1}")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(
+            out,
+            "    {:<34} {:>10} {:>12} {:>10.1} {:>6.1} %  ({parts})",
+            "outside operators",
+            "",
+            "",
+            segment.remainder_us(),
+            percent(segment.remainder_us(), segment.measured_mean_us),
+        );
+    }
+    let _ = writeln!(out, "  slowest nodes:");
+    for (segment, node) in p.top_nodes(8) {
+        let _ = writeln!(
+            out,
+            "    {:<40} {:<22} segment {segment} {:>9.1} us (kernel {:.1} + dispatch {:.1})",
+            node.node,
+            node.op_type,
+            node.total_us(),
+            node.kernel_us,
+            node.dispatch_us
+        );
     }
     out
 }
 
-fn render_comparison(a: &VariantProfile, b: &VariantProfile) -> String {
+/// Two profiles' operator types side by side (kernel plus dispatch), largest increase first, with the
+/// outside-operators and measured rows.
+pub fn render_comparison(a: &VariantProfile, b: &VariantProfile) -> String {
     let mut types: Vec<String> = a.op_types.iter().chain(&b.op_types).map(|o| o.op_type.clone()).collect();
     types.sort();
     types.dedup();
-    let time = |p: &VariantProfile, t: &str| {
-        p.op_types.iter().filter(|o| o.op_type == t).map(|o| o.mean_us).fold(0.0, |sum, t| sum + t)
-    };
-    let mut rows: Vec<(String, f64, f64)> = types.iter().map(|t| (t.clone(), time(a, t), time(b, t))).collect();
+    let mut rows: Vec<(String, f64, f64)> =
+        types.iter().map(|t| (t.clone(), a.op_type_us(t), b.op_type_us(t))).collect();
     rows.sort_by(|x, y| (y.2 - y.1).total_cmp(&(x.2 - x.1)));
     let mut out = String::new();
     let _ = writeln!(out, "\n{:<24} {:>12} {:>12} {:>12}", "operator type", a.variant, b.variant, "difference");
+    rows.push(("outside operators".into(), a.remainder_us(), b.remainder_us()));
+    rows.push(("measured (whole chain)".into(), a.measured_mean_us(), b.measured_mean_us()));
+    rows.push(("without the profiler".into(), a.plain_mean_us(), b.plain_mean_us()));
     for (t, x, y) in rows {
         let _ = writeln!(out, "{t:<24} {x:>9.1} us {y:>9.1} us {:>+9.1} us", y - x);
     }
-    let (ma, mb) = (a.measured_mean_us(), b.measured_mean_us());
-    let _ = writeln!(out, "{:<24} {ma:>9.1} us {mb:>9.1} us {:>+9.1} us", "measured (whole chain)", mb - ma);
     out
 }

@@ -35,6 +35,10 @@ pub struct RemoteRunner {
     address: String,
     token: Vec<u8>,
     device: Option<DeviceRecord>,
+    /// What the runner announced beyond running jobs (`Welcome.features`).
+    features: Vec<String>,
+    /// The runner's name and version, as it said.
+    runner_name: String,
     reply_timeout: Duration,
 }
 
@@ -67,7 +71,14 @@ pub fn parse_address(text: &str) -> String {
 impl RemoteRunner {
     /// A client for the runner at `address` (`tcp://HOST:PORT` or `HOST:PORT`) sharing `token`.
     pub fn new(address: &str, token: Vec<u8>) -> Self {
-        Self { address: parse_address(address), token, device: None, reply_timeout: REPLY_TIMEOUT }
+        Self {
+            address: parse_address(address),
+            token,
+            device: None,
+            features: Vec::new(),
+            runner_name: String::new(),
+            reply_timeout: REPLY_TIMEOUT,
+        }
     }
 
     /// The same client waiting at most `timeout` for each answer before a job runs (default 30 s).
@@ -173,7 +184,11 @@ impl RemoteRunner {
         send(&mut writer, &hello).map_err(io)?;
         let welcome = frame::read_frame(&mut reader, MAX_MESSAGE_BYTES).map_err(wire)?;
         match self.decode(welcome).map_err(fail)? {
-            RunnerMessage::Welcome { device, .. } => self.device = Some(*device),
+            RunnerMessage::Welcome { device, runner, features } => {
+                self.device = Some(*device);
+                self.features = features;
+                self.runner_name = runner;
+            }
             RunnerMessage::Denied { reason } => {
                 return Err(fail(self.remote(format!("refused the connection: {reason}"))));
             }
@@ -388,12 +403,6 @@ impl Runner for RemoteRunner {
         events: &mut dyn FnMut(crate::runtime::RunEvent),
         cancel: &CancelToken,
     ) -> Result<RunOutput, RuntimeError> {
-        let (images, labels) = job.dataset.files.clone().ok_or_else(|| {
-            RuntimeError::Remote(format!(
-                "dataset {} is an image folder; remote runs take IDX or NPY datasets for now (convert it with numpy)",
-                job.dataset.name
-            ))
-        })?;
         let mut files = Vec::new();
         let mut manifest = job.variant.manifest();
         for segment in &mut manifest.segments {
@@ -413,18 +422,10 @@ impl Runner for RemoteRunner {
             }
             None => None,
         };
-        let images = offer(&images)?;
-        let labels = offer(&labels)?;
+        let (dataset, dataset_files) = self.remote_dataset(&job.dataset)?;
         let remote_job = RemoteJob {
             variant: manifest,
-            dataset: RemoteDataset {
-                name: job.dataset.name.clone(),
-                kind: job.dataset.kind,
-                images: images.1.hash.clone(),
-                labels: labels.1.hash.clone(),
-                classes: job.dataset.classes.clone(),
-                preprocess: job.dataset.preprocess.clone(),
-            },
+            dataset,
             settings: crate::runtime::RunSettings {
                 // The runner receives the whole files: a truncated local dataset becomes a limit.
                 limit: Some(job.settings.limit.map_or(job.dataset.len(), |l| l.min(job.dataset.len()))),
@@ -433,8 +434,7 @@ impl Runner for RemoteRunner {
             mode: job.mode.clone(),
             reference,
         };
-        files.push(images);
-        files.push(labels);
+        files.extend(dataset_files);
         let mut seen = std::collections::HashSet::new();
         files.retain(|file| seen.insert(file.1.hash.clone()));
 
@@ -524,6 +524,116 @@ impl RemoteRunner {
                 RunnerMessage::Busy { reason } => return Err(self.remote(format!("is busy: {reason}"))),
                 RunnerMessage::Failed { error } => return Err(self.remote(error)),
                 other => return Err(self.remote(format!("sent {} during a run", name_of(&other)))),
+            }
+        }
+    }
+}
+
+impl RemoteRunner {
+    /// The dataset's files offered by hash, as a runner receives a dataset.
+    fn remote_dataset(
+        &self,
+        dataset: &crate::data::Dataset,
+    ) -> Result<(RemoteDataset, Vec<(std::path::PathBuf, FileOffer)>), RuntimeError> {
+        let (images, labels) = dataset.files.clone().ok_or_else(|| {
+            RuntimeError::Remote(format!(
+                "dataset {} is an image folder; remote runs take IDX or NPY datasets for now (convert it with numpy)",
+                dataset.name
+            ))
+        })?;
+        let (images, labels) = (offer(&images)?, offer(&labels)?);
+        let remote = RemoteDataset {
+            name: dataset.name.clone(),
+            kind: dataset.kind,
+            images: images.1.hash.clone(),
+            labels: labels.1.hash.clone(),
+            classes: dataset.classes.clone(),
+            preprocess: dataset.preprocess.clone(),
+        };
+        Ok((remote, vec![images, labels]))
+    }
+
+    /// Profiles `variant` per operator on the runner (ONNX Runtime's profiler there), on the first
+    /// `settings.samples` samples of `dataset`; `progress` hears how many samples are done. A runner that
+    /// predates remote profiling is told apart before anything is sent, and the error says to update it.
+    pub fn profile(
+        &mut self,
+        variant: &crate::model::Variant,
+        dataset: &crate::data::Dataset,
+        settings: &crate::runtime::profile::ProfileSettings,
+        progress: &mut dyn FnMut(crate::runtime::profile::ProfileProgress),
+        cancel: &CancelToken,
+    ) -> Result<crate::runtime::profile::VariantProfile, RuntimeError> {
+        crate::runtime::check_compatible(variant, dataset)?;
+        let mut files = Vec::new();
+        let mut manifest = variant.manifest();
+        for segment in &mut manifest.segments {
+            let (path, offered) = offer(&segment.file)?;
+            segment.file = offered.hash.clone().into();
+            files.push((path, offered));
+        }
+        let (remote_dataset, dataset_files) = self.remote_dataset(dataset)?;
+        files.extend(dataset_files);
+        let mut seen = std::collections::HashSet::new();
+        files.retain(|file| seen.insert(file.1.hash.clone()));
+
+        let mut connection = self.connect(cancel)?;
+        if !self.features.iter().any(|f| f == protocol::FEATURE_PROFILE) {
+            let runner = if self.runner_name.is_empty() { "it".to_string() } else { self.runner_name.clone() };
+            return Err(self.remote(format!(
+                "this runner cannot profile ({runner} predates remote profiling); update edgescope-runner on the \
+                 device to this edgescope's version ({})",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        self.upload(&mut connection, &files, cancel)?;
+        let job = protocol::RemoteProfileJob { variant: manifest, dataset: remote_dataset, settings: settings.clone() };
+        let io = |e: std::io::Error| self.remote(format!("connection failed ({e})"));
+        send(&mut connection.writer, &ClientMessage::Profile { job: Box::new(job) }).map_err(io)?;
+        let mut cancel_sent = false;
+        let mut last_heard = Instant::now();
+        loop {
+            if cancel.is_cancelled() && !cancel_sent {
+                send(&mut connection.writer, &ClientMessage::Cancel).map_err(io)?;
+                cancel_sent = true;
+            }
+            let Some(message) = self.next(&connection, POLL)? else {
+                if last_heard.elapsed() > LINK_TIMEOUT {
+                    return Err(self.remote(format!(
+                        "no word for {} s mid-profile; the link or the runner is down",
+                        LINK_TIMEOUT.as_secs()
+                    )));
+                }
+                continue;
+            };
+            last_heard = Instant::now();
+            match message {
+                RunnerMessage::Heartbeat => {}
+                RunnerMessage::ProfileProgress { done, total } => {
+                    progress(crate::runtime::profile::ProfileProgress { done, total });
+                }
+                RunnerMessage::ProfileResult { profile } => {
+                    let mut profile = *profile;
+                    if profile.segments.len() != variant.segments.len() {
+                        return Err(self.remote(format!(
+                            "sent a profile of {} segments for {}, which has {}",
+                            profile.segments.len(),
+                            variant.name,
+                            variant.segments.len()
+                        )));
+                    }
+                    // The runner's paths are its cache; the user knows the files by their own names.
+                    for (profiled, segment) in profile.segments.iter_mut().zip(&variant.segments) {
+                        profiled.path = segment.path.clone();
+                    }
+                    profile.variant = variant.name.clone();
+                    profile.device =
+                        format!("{} (tcp://{})", self.device.as_ref().map_or("?", |d| d.host.as_str()), self.address);
+                    return Ok(profile);
+                }
+                RunnerMessage::Busy { reason } => return Err(self.remote(format!("is busy: {reason}"))),
+                RunnerMessage::Failed { error } => return Err(self.remote(error)),
+                other => return Err(self.remote(format!("sent {} during a profile", name_of(&other)))),
             }
         }
     }

@@ -1,5 +1,11 @@
 //! Messages of the runner protocol (version 2), their JSON encoding, tokens and content hashes.
 //!
+//! Within version 2 (the framing and the handshake), messages grow by revision: a runner lists what it can do
+//! beyond running jobs in `Welcome.features` (revision 1 added [`FEATURE_PROFILE`]: the `Profile` request and
+//! its `ProfileProgress` / `ProfileResult` answers). A runner of revision 0 sends no list, so a client asks it
+//! only for what every version 2 runner does and tells the user to update it for the rest; a newer runner
+//! answers an older client exactly as before. Fixtures per revision: `tests/fixtures/protocol/`.
+//!
 //! ```text
 //! client                                  runner
 //!   preamble (ESRP, version)  ─────────►
@@ -17,6 +23,8 @@
 //!                             ◄─────────  Event* , then TraceResult | DynamicResult | Failed | Busy
 //!                             ◄─────────  Partial { samples so far } (every few hundred samples), Heartbeat
 //!   Cancel (any time during a run) ─────►
+//!   Profile { job } (revision 1) ─────►
+//!                             ◄─────────  ProfileProgress*, Heartbeat, then ProfileResult | Failed | Busy
 //! ```
 //! The token never crosses the wire; both sides prove they know it by completing the handshake.
 
@@ -28,7 +36,19 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{DatasetKind, Preprocess};
 use crate::model::Manifest;
+use crate::runtime::profile::{ProfileSettings, VariantProfile};
 use crate::runtime::{DeviceRecord, RunEvent, RunMode, RunSettings};
+
+/// The message revision this build speaks within [`super::frame::PROTOCOL_VERSION`] (see the module docs).
+pub const MESSAGE_REVISION: u16 = 1;
+
+/// `Welcome.features` entry of a runner that profiles (revision 1).
+pub const FEATURE_PROFILE: &str = "profile";
+
+/// What this build's runner announces in `Welcome.features`.
+pub fn runner_features() -> Vec<String> {
+    vec![FEATURE_PROFILE.to_string()]
+}
 use crate::session::{StoredDynamicRun, StoredTraceRun};
 
 /// A file the client can send, by content.
@@ -75,6 +95,17 @@ pub struct RemoteJob {
     pub reference: Option<Manifest>,
 }
 
+/// A profile job as a runner receives it (revision 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemoteProfileJob {
+    /// The manifest; each segment's `file` is the SHA-256 of its ONNX file.
+    pub variant: Manifest,
+    /// The dataset whose first samples are profiled.
+    pub dataset: RemoteDataset,
+    /// Samples, warm-up, threads.
+    pub settings: ProfileSettings,
+}
+
 /// Client to runner.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -103,6 +134,11 @@ pub enum ClientMessage {
     },
     /// Stop the running job.
     Cancel,
+    /// Profile a variant per operator (revision 1; only to runners that list [`FEATURE_PROFILE`]).
+    Profile {
+        /// The job.
+        job: Box<RemoteProfileJob>,
+    },
 }
 
 /// Runner to client.
@@ -115,6 +151,9 @@ pub enum RunnerMessage {
         runner: String,
         /// The device.
         device: Box<DeviceRecord>,
+        /// What it can do beyond running jobs (revision 1 on; absent from older runners).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Not authenticated, or not served; the connection closes.
     Denied {
@@ -159,6 +198,18 @@ pub enum RunnerMessage {
     DynamicResult {
         /// The run, compact.
         run: Box<StoredDynamicRun>,
+    },
+    /// Samples profiled so far (revision 1).
+    ProfileProgress {
+        /// Samples done.
+        done: usize,
+        /// Samples to profile.
+        total: usize,
+    },
+    /// The per-operator profile of a profile job (revision 1); segment paths are the runner's.
+    ProfileResult {
+        /// The profile.
+        profile: Box<VariantProfile>,
     },
     /// The request failed; the connection stays usable.
     Failed {

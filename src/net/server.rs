@@ -359,6 +359,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, id: u64) -> Result<(), S
         &RunnerMessage::Welcome {
             runner: format!("edgescope-runner {}", env!("CARGO_PKG_VERSION")),
             device: Box::new(shared.device.clone()),
+            features: protocol::runner_features(),
         },
     )
     .map_err(text)?;
@@ -401,6 +402,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared, id: u64) -> Result<(), S
             ClientMessage::Run { job } => {
                 keep_waiting.store(true, Ordering::SeqCst);
                 let result = run_job(*job, shared, &frames, &mut writer);
+                keep_waiting.store(false, Ordering::SeqCst);
+                result?;
+            }
+            ClientMessage::Profile { job } => {
+                keep_waiting.store(true, Ordering::SeqCst);
+                let result = run_profile(*job, shared, &frames, &mut writer);
                 keep_waiting.store(false, Ordering::SeqCst);
                 result?;
             }
@@ -576,7 +583,18 @@ fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
         Some(manifest) => Some(Arc::new(cached_variant(manifest, cache)?)),
         None => None,
     };
-    let remote = job.dataset;
+    let dataset = cached_dataset(job.dataset, cache)?;
+    Ok(Job {
+        variant: Arc::new(variant),
+        dataset: Arc::new(dataset),
+        settings: job.settings,
+        mode: job.mode,
+        reference,
+    })
+}
+
+/// A received dataset, opened on the cached files (its preprocessing checked against the sample cap).
+fn cached_dataset(remote: protocol::RemoteDataset, cache: &Path) -> Result<Dataset, String> {
     // One preprocessed sample is allocated per inference: a forged resize or crop must not ask for gigabytes.
     for [height, width] in [remote.preprocess.resize, remote.preprocess.center_crop].into_iter().flatten() {
         let bytes = u64::from(height) * u64::from(width) * 3 * 4;
@@ -607,15 +625,7 @@ fn materialize(job: RemoteJob, cache: &Path) -> Result<Job, String> {
         folder_labels: Default::default(),
         preprocess: remote.preprocess,
     };
-    let dataset = Dataset::from_spec(spec, &PathBuf::from(format!("{} (received)", remote.name)), cache)
-        .map_err(|e| e.to_string())?;
-    Ok(Job {
-        variant: Arc::new(variant),
-        dataset: Arc::new(dataset),
-        settings: job.settings,
-        mode: job.mode,
-        reference,
-    })
+    Dataset::from_spec(spec, &PathBuf::from(format!("{} (received)", remote.name)), cache).map_err(|e| e.to_string())
 }
 
 /// A received manifest whose segment files are named by content hash, opened on the cached files.
@@ -691,6 +701,93 @@ fn run_job(job: RemoteJob, shared: &Shared, frames: &Receiver<FrameResult>, writ
                 Ok(Ok(Ok(_))) => send(writer, &RunnerMessage::Busy { reason: "a job is running on this connection".into() }).map_err(io)?,
                 // The client is gone or broken: stop the job (dropping the handle cancels it).
                 _ => return Err(format!("client of {name} disconnected mid-job; job cancelled")),
+            },
+            default(HEARTBEAT) => send(writer, &RunnerMessage::Heartbeat).map_err(io)?,
+        }
+    }
+}
+
+/// What the profile thread reports.
+enum ProfileWork {
+    Progress(crate::runtime::profile::ProfileProgress),
+    Done(Result<crate::runtime::profile::VariantProfile, String>),
+}
+
+/// Runs a profile job (revision 1) on a named thread, streaming its progress and heartbeats; a Cancel
+/// message stops it between samples (it then answers with the samples done).
+fn run_profile(
+    job: protocol::RemoteProfileJob,
+    shared: &Shared,
+    frames: &Receiver<FrameResult>,
+    writer: &mut Writer,
+) -> Result<(), String> {
+    use crate::runtime::CancelToken;
+    use crate::runtime::profile::{ProfileProgress, profile_variant};
+    /// Most warm-up runs a peer may ask for.
+    const MAX_WARMUP: usize = 1000;
+    let io = |e: std::io::Error| e.to_string();
+    if shared.busy.swap(true, Ordering::SeqCst) {
+        return send(
+            writer,
+            &RunnerMessage::Busy { reason: "another job is running on this runner; retry when it ends".into() },
+        )
+        .map_err(io);
+    }
+    let _busy = BusyGuard(&shared.busy);
+    let name = job.variant.name.clone();
+    let mut settings = job.settings;
+    settings.intra_threads = settings.intra_threads.min(shared.config.limits.max_threads.max(1));
+    settings.warmup = settings.warmup.min(MAX_WARMUP);
+    let opened = cached_variant(job.variant, &shared.config.cache_dir)
+        .and_then(|variant| Ok((variant, cached_dataset(job.dataset, &shared.config.cache_dir)?)));
+    let (variant, dataset) = match opened {
+        Ok(pair) => pair,
+        Err(error) => return send(writer, &RunnerMessage::Failed { error }).map_err(io),
+    };
+    log(&format!("profiling {name} on {} samples", settings.samples.min(dataset.len())));
+    let cancel = CancelToken::new();
+    let (sender, messages) = bounded::<ProfileWork>(4);
+    let worker_cancel = cancel.clone();
+    let host = shared.device.host.clone();
+    std::thread::Builder::new()
+        .name("edgescope-runner-profile".into())
+        .spawn(move || {
+            let progress_sender = sender.clone();
+            let mut progress = |p: ProfileProgress| {
+                // Progress is a hint: one lost while the link is slow is not waited for.
+                let _ = progress_sender.try_send(ProfileWork::Progress(p));
+            };
+            let result = profile_variant(&variant, &dataset, &settings, &mut progress, &worker_cancel)
+                .map(|mut profile| {
+                    profile.device = host;
+                    profile
+                })
+                .map_err(|e| e.to_string());
+            let _ = sender.send(ProfileWork::Done(result));
+        })
+        .map_err(io)?;
+    loop {
+        select! {
+            recv(messages) -> message => match message {
+                Ok(ProfileWork::Progress(ProfileProgress { done, total })) => {
+                    send(writer, &RunnerMessage::ProfileProgress { done, total }).map_err(io)?;
+                }
+                Ok(ProfileWork::Done(Ok(profile))) => {
+                    return send(writer, &RunnerMessage::ProfileResult { profile: Box::new(profile) }).map_err(io);
+                }
+                Ok(ProfileWork::Done(Err(error))) => return send(writer, &RunnerMessage::Failed { error }).map_err(io),
+                Err(_) => {
+                    let error = "the profile thread ended unexpectedly".to_string();
+                    return send(writer, &RunnerMessage::Failed { error }).map_err(io);
+                }
+            },
+            recv(frames) -> frame => match frame.map(|f| f.map(parse)) {
+                Ok(Ok(Ok(ClientMessage::Cancel))) => cancel.cancel(),
+                Ok(Ok(Ok(_))) => send(writer, &RunnerMessage::Busy { reason: "a job is running on this connection".into() }).map_err(io)?,
+                _ => {
+                    cancel.cancel();
+                    return Err(format!("client of the {name} profile disconnected mid-job; profile cancelled"));
+                }
             },
             default(HEARTBEAT) => send(writer, &RunnerMessage::Heartbeat).map_err(io)?,
         }
