@@ -144,7 +144,7 @@ fn the_study_runs_end_to_end_then_skips_what_is_done() {
     assert_eq!(again.runs_skipped, 9);
     assert!(again.steps.iter().all(|(_, skipped, _)| *skipped));
     assert!(again_s < first_s, "resuming ({again_s:.2} s) is faster than the first run ({first_s:.2} s)");
-    assert_eq!(std::fs::read(&outcome.session).expect("session"), session_before, "nothing re-measured");
+    assert!(std::fs::read(&outcome.session).expect("session") == session_before, "nothing re-measured or re-saved");
 
     // The command line says so too (its runner is another process on the same machine).
     let output = Command::new(env!("CARGO_BIN_EXE_edgescope"))
@@ -249,7 +249,7 @@ fn bad_input_is_one_clear_message_and_writes_nothing() {
     let parallel = scratch.path().join("parallel.onnx");
     std::fs::write(&parallel, model.encode_to_vec()).expect("write");
     request.model = parallel;
-    assert_refused(&request, &["no cut point", "exits candidates"]);
+    assert_refused(&request, &["no single tensor separates", "study needs a graph that can be cut"]);
     // A dataset that does not fit: three channels for a one-channel model.
     let spec = std::fs::read_to_string(fixture("fmnist500/dataset.toml")).expect("spec");
     let folder = fixture("fmnist500");

@@ -1043,12 +1043,15 @@ fn evaluate(
     cancel: &CancelToken,
 ) -> Result<(usize, usize), StudyError> {
     let options = &request.options;
-    let mut session = if session_path.exists() {
-        Session::load(session_path)
-            .map_err(|e| StudyError::File { path: session_path.to_path_buf(), reason: e.to_string() })?
+    let loaded = if session_path.exists() {
+        Some(
+            Session::load(session_path)
+                .map_err(|e| StudyError::File { path: session_path.to_path_buf(), reason: e.to_string() })?,
+        )
     } else {
-        Session::default()
+        None
     };
+    let mut session = loaded.clone().unwrap_or_default();
     session.base = Some(format!("{family}/base"));
     session.upsert_dataset(DatasetEntry::of(test));
     for dataset in others {
@@ -1066,7 +1069,9 @@ fn evaluate(
             .save(session_path)
             .map_err(|e| StudyError::File { path: session_path.to_path_buf(), reason: e.to_string() })
     };
-    save(&session)?;
+    if loaded.as_ref() != Some(&session) {
+        save(&session)?;
+    }
     let record = device.runner.device().map_err(|e| StudyError::Input(format!("{}: {e}", device.name)))?;
     let settings = RunSettings {
         intra_threads: options.threads,
