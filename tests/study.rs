@@ -305,3 +305,55 @@ fn the_study_on_the_demo_mobilenet() {
     let session = Session::load(&out.join("session.json")).expect("session");
     assert!(session.runs.iter().all(|r| r.info.isolated));
 }
+
+/// The app's "Study on a model…" wizard: opened on a single-graph variant of a session, it runs the study on a
+/// worker thread with progress across the steps, then opens the session it wrote on the study's tables.
+#[cfg(feature = "gui")]
+#[test]
+fn the_app_wizard_runs_the_study_and_opens_its_session() {
+    use edgescope::app::{EdgescopeApp, SavedState, Tab};
+    use eframe::egui;
+    use egui_kittest::Harness;
+    use egui_kittest::kittest::Queryable;
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(fixture("sessions/v1.json")).expect("fixture session");
+    let session = Session::from_json(&text, &fixture("sessions/v1.json")).expect("parses");
+    let path = scratch.path().join("session.json");
+    session.save(&path).expect("save copy");
+    let saved = SavedState { hint_dismissed: true, tab: Tab::Models, ..SavedState::default() };
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
+    harness.run();
+    // tiny/base (a single float graph) is listed first and open: its button preselects it.
+    harness.get_all_by_label("Study on a model…").nth(1).expect("a button on tiny/base").click();
+    harness.run();
+    assert!(harness.query_by_label_contains("From one float classifier").is_some(), "the wizard opens");
+    harness.get_by_label("Run the study").click();
+    let started = Instant::now();
+    let mut saw_steps = false;
+    loop {
+        // The worker asks for repaints while it works: step frame by frame rather than wait for a settled UI.
+        harness.step();
+        saw_steps |= harness.query_all_by_label_contains("step 4/7: training exit heads").next().is_some();
+        let world = &harness.state().world;
+        if world.session.variants.iter().any(|v| v.name == "tiny_base/dq-ee-all") {
+            break;
+        }
+        assert!(world.errors.is_empty(), "{:?}", world.errors);
+        assert!(started.elapsed().as_secs() < 120, "the study did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    harness.run();
+    assert!(saw_steps, "progress named the steps");
+    let app = harness.state();
+    assert!(app.world.errors.is_empty(), "{:?}", app.world.errors);
+    assert_eq!(app.saved.tab, Tab::Compare, "the tables are shown");
+    let opened = app.world.session_path.clone().expect("the study's session is open");
+    assert!(opened.starts_with(scratch.path()) && opened.ends_with("session.json"), "{}", opened.display());
+    assert_eq!(app.world.session.variants.len(), 9);
+    assert_eq!(app.world.session.runs.len(), 9, "every variant measured");
+    let table7 = check_session(&opened, "tiny_base");
+    assert!(table7.iter().any(|m| m.starts_with("tiny_base/ptq-ee-all (acc-opt")), "{table7:?}");
+}

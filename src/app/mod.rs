@@ -14,6 +14,7 @@ mod explore;
 mod models;
 mod runs;
 pub mod state;
+mod study_wizard;
 pub mod world;
 
 use std::path::{Path, PathBuf};
@@ -690,6 +691,7 @@ impl EdgescopeApp {
         }
         self.drain_jobs();
         exits_dialog::drain(self);
+        study_wizard::drain(self);
     }
 
     fn drain_jobs(&mut self) {
@@ -844,6 +846,7 @@ impl EdgescopeApp {
             {
                 commands.send(Command::PickFilesToAdd);
             }
+            study_wizard::open_button_ui(ui, &mut self.world, None);
             ui.separator();
             for tab in Tab::ALL {
                 if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {
@@ -958,6 +961,7 @@ impl eframe::App for EdgescopeApp {
                 Tab::Runs => runs::runs_ui(ui, &self.saved, &mut self.world, &mut commands),
             });
         }
+        study_wizard::window_ui(ui.ctx(), self);
         if !queue.is_empty() {
             self.pending.extend(queue);
             ui.ctx().request_repaint();

@@ -51,7 +51,12 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                     if !variant.outputs.is_empty() {
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
-                    super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
+                    ui.horizontal(|ui| {
+                        super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
+                        if variant.segments == 1 && !variant.has_tag("ptq") && !variant.has_tag("dq") {
+                            super::study_wizard::open_button_ui(ui, world, Some(&variant.name));
+                        }
+                    });
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
