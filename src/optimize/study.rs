@@ -457,7 +457,7 @@ fn open_dataset(path: &Path, what: &str, limit: Option<usize>) -> Result<Dataset
     if let Some(limit) = limit {
         dataset.truncate(limit);
     }
-    if dataset.len() == 0 {
+    if dataset.is_empty() {
         return Err(StudyError::Input(format!("the {what} dataset {} holds no samples", path.display())));
     }
     Ok(dataset)
@@ -475,6 +475,14 @@ fn clear_output(folder: &Path) -> Result<(), StudyError> {
     Ok(())
 }
 
+/// What the manifest of a copied model says.
+struct Naming {
+    name: String,
+    tags: Vec<String>,
+    base: Option<String>,
+    notes: String,
+}
+
 /// Copies a float ONNX model (external data inside) into `folder` as `FILE.onnx` with a manifest `FILE.toml`
 /// naming it `name` with `tags` and `base`: staged beside the folder, checked, renamed into place.
 fn write_single(
@@ -482,11 +490,9 @@ fn write_single(
     exit: Option<String>,
     folder: &Path,
     file: &str,
-    name: &str,
-    tags: Vec<String>,
-    base: Option<String>,
-    notes: String,
+    names: Naming,
 ) -> Result<PathBuf, StudyError> {
+    let Naming { name, tags, base, notes } = names;
     let parent = folder.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_error(parent))?;
     let staging = tempfile::Builder::new().prefix(".edgescope-study-").tempdir_in(parent).map_err(io_error(parent))?;
@@ -498,7 +504,7 @@ fn write_single(
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
-        name: name.to_string(),
+        name,
         tags,
         base,
         outputs: None,
@@ -733,10 +739,7 @@ pub fn run_study(
                     base_variant.segments[0].exit.clone(),
                     &folder,
                     "base",
-                    &format!("{family}/base"),
-                    vec!["base".into()],
-                    None,
-                    notes,
+                    Naming { name: format!("{family}/base"), tags: vec!["base".into()], base: None, notes },
                 )?;
                 (vec![relative(out, &manifest)], format!("{family}/base, {} classes", base_variant.num_classes))
             }
@@ -749,10 +752,12 @@ pub fn run_study(
                     pruned_variants[*index].segments[0].exit.clone(),
                     &folder,
                     &step.key,
-                    &name,
-                    vec!["prune".into()],
-                    Some(format!("{family}/base")),
-                    notes,
+                    Naming {
+                        name: name.clone(),
+                        tags: vec!["prune".into()],
+                        base: Some(format!("{family}/base")),
+                        notes,
+                    },
                 )?;
                 let variant = &pruned_variants[*index];
                 (
@@ -904,21 +909,18 @@ pub fn run_study(
             }
             StepKind::Evaluate { device } => {
                 let device = &mut devices[*device];
-                let (measured, skipped) = evaluate(
+                let context = EvalContext {
                     request,
-                    &order,
-                    &made,
-                    &family,
-                    &test,
-                    &[&train, &calibration],
-                    device,
-                    &session_path,
-                    &mut state,
-                    &state_path,
-                    &print,
-                    &mut progress,
-                    cancel,
-                )?;
+                    order: &order,
+                    made: &made,
+                    family: &family,
+                    test: &test,
+                    others: &[&train, &calibration],
+                    session_path: &session_path,
+                    state_path: &state_path,
+                    test_print: &print,
+                };
+                let (measured, skipped) = evaluate(&context, device, &mut state, &mut progress, cancel)?;
                 runs_skipped += skipped;
                 if measured == 0 && skipped > 0 {
                     on_event(StudyEvent::Skipped { step: number, steps: total, title: step.title.clone() });
@@ -1025,23 +1027,31 @@ fn remember(
     }
 }
 
+/// What the evaluation step reads.
+struct EvalContext<'a> {
+    request: &'a StudyRequest,
+    /// Variant folders in the order they were made.
+    order: &'a [String],
+    /// Folder -> (fingerprint, manifest).
+    made: &'a BTreeMap<String, (String, PathBuf)>,
+    family: &'a str,
+    test: &'a Arc<Dataset>,
+    /// The training and calibration sets (listed in the session).
+    others: &'a [&'a Dataset],
+    session_path: &'a Path,
+    state_path: &'a Path,
+    test_print: &'a str,
+}
+
 /// Measures every variant made on one device, saving the session after each; returns (measured, skipped).
-#[allow(clippy::too_many_arguments)]
 fn evaluate(
-    request: &StudyRequest,
-    order: &[String],
-    made: &BTreeMap<String, (String, PathBuf)>,
-    family: &str,
-    test: &Arc<Dataset>,
-    others: &[&Dataset],
+    context: &EvalContext<'_>,
     device: &mut StudyDevice,
-    session_path: &Path,
     state: &mut StudyState,
-    state_path: &Path,
-    test_print: &str,
     progress: &mut dyn FnMut(String, Option<f32>),
     cancel: &CancelToken,
 ) -> Result<(usize, usize), StudyError> {
+    let EvalContext { request, order, made, family, test, others, session_path, state_path, test_print } = *context;
     let options = &request.options;
     let loaded = if session_path.exists() {
         Some(
