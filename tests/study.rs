@@ -357,3 +357,43 @@ fn the_app_wizard_runs_the_study_and_opens_its_session() {
     let table7 = check_session(&opened, "tiny_base");
     assert!(table7.iter().any(|m| m.starts_with("tiny_base/ptq-ee-all (acc-opt")), "{table7:?}");
 }
+
+/// Cancelling in the middle of a step keeps the finished steps, leaves nothing half-written, and the next run
+/// goes on from there.
+#[test]
+fn a_cancelled_study_keeps_finished_steps_and_resumes() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let out = scratch.path().join("study");
+    let request = tiny_request(&out);
+    let cancel = CancelToken::new();
+    let mut events = Vec::new();
+    let result = run_study(
+        &request,
+        &mut this_machine(),
+        &mut |event| {
+            if matches!(&event, StudyEvent::Progress { step: 4, detail, .. } if detail.contains("epoch 2/")) {
+                cancel.cancel();
+            }
+            events.push(event);
+        },
+        &cancel,
+    );
+    let error = result.err().expect("cancelled");
+    assert!(matches!(error, StudyError::Cancelled(_)), "{error}");
+    assert!(error.to_string().contains("run the same command again"), "{error}");
+    let mut entries: Vec<String> = std::fs::read_dir(out.join("variants"))
+        .expect("variants")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, vec!["base", "dq", "ptq"], "only finished steps are on disk, no staging folder");
+    assert!(!out.join("session.json").exists(), "nothing measured yet");
+    let (again, events) = study(&request);
+    again.expect("resumes");
+    let skipped: Vec<usize> = events
+        .iter()
+        .filter_map(|e| if let StudyEvent::Skipped { step, .. } = e { Some(*step) } else { None })
+        .collect();
+    assert_eq!(skipped, vec![1, 2, 3]);
+    check_session(&out.join("session.json"), "tiny_base");
+}
