@@ -397,3 +397,40 @@ fn a_cancelled_study_keeps_finished_steps_and_resumes() {
     assert_eq!(skipped, vec![1, 2, 3]);
     check_session(&out.join("session.json"), "tiny_base");
 }
+
+/// Every variant is measured on every device: this machine and a remote runner (a real one, on loopback), both
+/// kept in the session; a second run skips the measurements of both.
+#[test]
+fn the_study_measures_on_a_remote_runner_too() {
+    use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig};
+    const TOKEN: &[u8] = b"study-token-0123456789abcdef";
+    let cache = tempfile::tempdir().expect("temp dir");
+    let server = RunnerServer::bind("127.0.0.1:0", ServerConfig::new(TOKEN.to_vec(), cache.path().to_path_buf()))
+        .expect("bind loopback")
+        .spawn()
+        .expect("serve");
+    let address = format!("tcp://{}", server.address);
+    let devices = || {
+        vec![
+            StudyDevice { name: "this machine".into(), runner: Box::new(LocalRunner::new()) },
+            StudyDevice { name: address.clone(), runner: Box::new(RemoteRunner::new(&address, TOKEN.to_vec())) },
+        ]
+    };
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let mut request = tiny_request(&scratch.path().join("study"));
+    request.options.test_limit = Some(60);
+    let outcome =
+        run_study(&request, &mut devices(), &mut |_| {}, &CancelToken::new()).expect("the study runs on both");
+    assert_eq!(outcome.steps.len(), 8, "six making steps and one evaluation per device");
+    let session = Session::load(&outcome.session).expect("session");
+    assert_eq!(session.runs.len(), 18, "nine variants on two devices");
+    let remote = session.runs.iter().filter(|r| r.info.runner.as_deref() == Some(address.as_str())).count();
+    assert_eq!(remote, 9, "each variant on the remote runner");
+    for variant in ["tiny_base/ptq-ee-all", "tiny_base/dq-ee-all"] {
+        let runs: Vec<_> = session.runs.iter().filter(|r| r.info.variant == variant).collect();
+        assert_eq!(runs.len(), 2, "{variant}");
+        assert_eq!(final_predictions(runs[0]), final_predictions(runs[1]), "{variant}: same model, same answers");
+    }
+    let again = run_study(&request, &mut devices(), &mut |_| {}, &CancelToken::new()).expect("runs again");
+    assert_eq!(again.runs_skipped, 18);
+}
