@@ -1074,6 +1074,13 @@ fn evaluate(
         session.upsert_variant(VariantEntry::of(&variant));
         variants.push((print.clone(), relative(&request.out, manifest), Arc::new(variant)));
     }
+    // The session is the study's own: variants an earlier run made and this one did not (a pruned model no
+    // longer given) leave it with their runs.
+    let current: Vec<String> = variants.iter().map(|(_, _, v)| v.name.clone()).collect();
+    session.variants.retain(|v| current.contains(&v.name));
+    session.runs.retain(|r| current.contains(&r.info.variant));
+    session.policies.retain(|name, _| current.contains(name));
+    session.verifications.retain(|v| current.contains(&v.info.variant));
     let save = |session: &Session| {
         session
             .save(session_path)
