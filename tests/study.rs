@@ -378,7 +378,7 @@ fn a_cancelled_study_keeps_finished_steps_and_resumes() {
         },
         &cancel,
     );
-    let error = result.err().expect("cancelled");
+    let error = result.expect_err("cancelled");
     assert!(matches!(error, StudyError::Cancelled(_)), "{error}");
     assert!(error.to_string().contains("run the same command again"), "{error}");
     let mut entries: Vec<String> = std::fs::read_dir(out.join("variants"))
