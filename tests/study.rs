@@ -434,3 +434,32 @@ fn the_study_measures_on_a_remote_runner_too() {
     let again = run_study(&request, &mut devices(), &mut |_| {}, &CancelToken::new()).expect("runs again");
     assert_eq!(again.runs_skipped, 18);
 }
+
+/// The state file is versioned: version 1 (a fixture written by `edgescope study`) reads; a newer version or
+/// another format is refused with advice, and the study does not touch that folder.
+#[test]
+fn the_state_file_reads_version_1_and_refuses_newer_ones() {
+    use edgescope::optimize::study::StudyState;
+    let state = StudyState::load(&fixture("study/v1.json")).expect("version 1 reads");
+    assert_eq!(state.version, 1);
+    assert_eq!(state.options.epochs, 2);
+    let keys: Vec<&str> = state.steps.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, vec!["base", "ptq", "dq", "exits", "ptq-ee", "dq-ee", "eval@this machine"]);
+    assert_eq!(state.runs.len(), 9);
+
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let out = scratch.path().join("study");
+    std::fs::create_dir(&out).expect("mkdir");
+    let text = std::fs::read_to_string(fixture("study/v1.json")).expect("fixture");
+    let newer = text.replacen("\"version\": 1", "\"version\": 2", 1);
+    std::fs::write(out.join(STATE_FILE), &newer).expect("write");
+    let error = StudyState::load(&out.join(STATE_FILE)).expect_err("newer").to_string();
+    assert!(error.contains("version 2 is newer") && error.contains("update edgescope"), "{error}");
+    let (result, _) = study(&tiny_request(&out));
+    let message = result.expect_err("refused").to_string();
+    assert!(message.contains("newer"), "{message}");
+    assert_eq!(std::fs::read_dir(&out).expect("out").count(), 1, "nothing written beside it");
+    std::fs::write(out.join(STATE_FILE), text.replacen("edgescope-study", "something-else", 1)).expect("write");
+    let error = StudyState::load(&out.join(STATE_FILE)).expect_err("other format").to_string();
+    assert!(error.contains("not a study state file"), "{error}");
+}
