@@ -42,6 +42,8 @@ pub enum Command {
     NeedThumbnails(String, Vec<usize>),
     /// Drawing needs the comparison rows for the current criterion and budget (computed on a worker).
     NeedRows,
+    /// Open the "Study on a model…" wizard (on a variant when given).
+    OpenStudyWizard(Option<String>),
     /// Open the per-operator profile window on a variant.
     OpenProfileView(String),
     /// Open the "Add early exits…" dialog on a variant.

@@ -24,6 +24,7 @@ mod models;
 mod profile_view;
 mod runs;
 pub mod state;
+mod study_wizard;
 mod top_bar;
 pub mod world;
 
@@ -161,6 +162,7 @@ impl eframe::App for EdgescopeApp {
             profile_view::window_ui(ui.ctx(), &self.saved, &mut self.world);
             self.unsaved_prompt_ui(ui.ctx(), &mut commands);
         }
+        study_wizard::window_ui(ui.ctx(), self);
         if !queue.is_empty() {
             self.pending.extend(queue);
             ui.ctx().request_repaint();

@@ -48,6 +48,7 @@ impl EdgescopeApp {
             {
                 commands.send(Command::PickFilesToAdd);
             }
+            super::study_wizard::open_button_ui(ui, None, commands);
             ui.separator();
             for tab in Tab::ALL {
                 if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {

@@ -229,6 +229,8 @@ pub struct World {
     pub exits_dialog: Option<super::exits_dialog::ExitsDialog>,
     /// The per-operator latency window, when open.
     pub profile_view: Option<super::profile_view::ProfileView>,
+    /// The "Study on a model…" wizard, when open.
+    pub study_wizard: Option<super::study_wizard::StudyWizard>,
 }
 
 impl Default for World {
@@ -273,6 +275,7 @@ impl Default for World {
             run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
             exits_dialog: None,
             profile_view: None,
+            study_wizard: None,
         }
     }
 }

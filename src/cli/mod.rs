@@ -6,6 +6,7 @@ mod exits_add;
 mod profile;
 mod quantize;
 mod samples;
+mod study;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Per quantized activation, the signal-to-quantization-noise ratio of a QDQ model against its float model.
     Sensitivity(quantize::SensitivityArgs),
+    /// The study on your model in one command: PTQ, DQ, early exits, PTQ-EE, DQ-EE (PRUNE-EE), measured and saved
+    /// as a session for `report` and the app; resumable.
+    Study(study::StudyArgs),
     /// Internal: run one job sent on stdin (the fresh process each local variant is measured in).
     #[command(name = "measure-job", hide = true)]
     MeasureJob,
@@ -318,6 +322,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Exits(ExitsCommand::Add(args))) => exits_add::exits_add(&args),
         Some(Command::Quantize(args)) => quantize::quantize(&args),
         Some(Command::Sensitivity(args)) => quantize::sensitivity(&args),
+        Some(Command::Study(args)) => study::study(&args),
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }

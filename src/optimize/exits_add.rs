@@ -43,6 +43,8 @@ pub struct AddExitsRequest {
     pub intra_threads: usize,
     /// Samples per feature batch (models with a fixed batch of 1 run one at a time).
     pub batch_size: usize,
+    /// Only the first N training samples (`None`: all).
+    pub train_limit: Option<usize>,
 }
 
 impl AddExitsRequest {
@@ -59,6 +61,7 @@ impl AddExitsRequest {
             base: None,
             intra_threads: 0,
             batch_size: 100,
+            train_limit: None,
         }
     }
 }
@@ -243,9 +246,45 @@ pub fn add_exits(
 ) -> Result<AddExitsOutcome, AddExitsError> {
     let started = Instant::now();
     check_output_folder(&request.out)?;
+    let trained = train_exits(request, on_event, cancel)?;
+    on_event(AddExitsEvent::Writing);
+    let all: Vec<usize> = (0..trained.heads.len()).collect();
+    let mut outcome = write_exits(request, &trained, &all, &request.out, request.name.clone())?;
+    outcome.total_s = started.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Exits placed and their heads trained, not yet written: [`write_exits`] writes chains with all of them or a
+/// subset (heads are trained one by one on frozen features, so a head does not depend on the others).
+pub struct TrainedExits {
+    /// The model and where the exits go.
+    pub placement: Placement,
+    /// One head per exit, depth order.
+    pub heads: Vec<crate::model::heads::HeadWeights>,
+    /// Their figures (`output` still empty).
+    pub exits: Vec<ExitSummary>,
+    /// The training set's name.
+    pub train_name: String,
+    /// Training samples and validation samples used.
+    pub samples: (usize, usize),
+    /// Seconds the feature pass took.
+    pub features_s: f64,
+    /// Whether the validation set was held out of the training set.
+    pub held_out: bool,
+}
+
+/// Places the exits at `request.at` and trains their heads (the first part of [`add_exits`]; writes nothing).
+pub fn train_exits(
+    request: &AddExitsRequest,
+    on_event: &mut dyn FnMut(AddExitsEvent),
+    cancel: &CancelToken,
+) -> Result<TrainedExits, AddExitsError> {
     let placement = place_exits(&request.model, &request.at)?;
     on_event(AddExitsEvent::Placed { tensors: placement.sites.iter().map(|s| s.tensor.clone()).collect() });
-    let train = Dataset::open(&request.train)?;
+    let mut train = Dataset::open(&request.train)?;
+    if let Some(limit) = request.train_limit {
+        train.truncate(limit);
+    }
     check_dataset(&train, &placement)?;
     let val = request.val.as_deref().map(Dataset::open).transpose()?;
     if let Some(val) = &val {
@@ -310,20 +349,46 @@ pub fn add_exits(
     if cancel.is_cancelled() {
         return Err(AddExitsError::Cancelled);
     }
+    Ok(TrainedExits {
+        placement,
+        heads,
+        exits: summaries,
+        train_name: train.name.clone(),
+        samples: (train_labels.len(), val_labels.len()),
+        features_s,
+        held_out: val.is_none(),
+    })
+}
 
-    on_event(AddExitsEvent::Writing);
+/// Writes a chain of `request.model` with the trained exits `chosen` (indices into `trained.exits`, depth order)
+/// into `out` (see [`super::write_chain`]: staged, checked, renamed into place). `name` defaults to `STEM/ee+N`.
+pub fn write_exits(
+    request: &AddExitsRequest,
+    trained: &TrainedExits,
+    chosen: &[usize],
+    out: &Path,
+    name: Option<String>,
+) -> Result<AddExitsOutcome, AddExitsError> {
+    let started = Instant::now();
     let invalid = |reason: String| ModelError::Invalid { path: request.model.clone(), reason };
+    if chosen.is_empty() || chosen.iter().any(|&i| i >= trained.heads.len()) || !chosen.is_sorted() {
+        return Err(invalid(format!("exits {chosen:?} are not among the {} trained ones", trained.heads.len())).into());
+    }
+    let full = &trained.placement;
+    let sites: Vec<HeadSite> = chosen.iter().map(|&i| full.sites[i].clone()).collect();
+    let heads: Vec<_> = chosen.iter().map(|&i| trained.heads[i].clone()).collect();
+    let mut summaries: Vec<ExitSummary> = chosen.iter().map(|&i| trained.exits[i].clone()).collect();
+    let (train_samples, val_samples) = trained.samples;
     let (with_heads, exit_outputs) =
-        attach_heads(&placement.model, &placement.sites, &heads, placement.classes, &placement.analysis.output)
-            .map_err(invalid)?;
+        attach_heads(&full.model, &sites, &heads, full.classes, &full.analysis.output).map_err(invalid)?;
     for (summary, output) in summaries.iter_mut().zip(&exit_outputs) {
         summary.output = output.clone();
     }
     let mut outputs = exit_outputs;
-    outputs.push(placement.analysis.output.clone());
+    outputs.push(full.analysis.output.clone());
     let segments = cuts::split(&with_heads, &request.model, Some(&outputs))?;
     if let Some((segment, site)) =
-        segments.iter().zip(&placement.sites).find(|(s, site)| s.carry.as_deref() != Some(&site.tensor))
+        segments.iter().zip(&sites).find(|(s, site)| s.carry.as_deref() != Some(&site.tensor))
     {
         return Err(invalid(format!(
             "the chain would carry {:?} after exit {:?} instead of {:?}; please report this model",
@@ -337,21 +402,21 @@ pub fn add_exits(
         "exits added by edgescope exits add to {} at {}; {kind} heads trained on {} ({} samples, {} for validation{}), \
          seed {}; validation accuracy {}",
         request.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        placement.sites.iter().map(|s| s.tensor.as_str()).collect::<Vec<_>>().join(", "),
-        train.name,
-        train_labels.len(),
-        val_labels.len(),
-        if val.is_some() { "" } else { ", held out of the training set" },
+        sites.iter().map(|s| s.tensor.as_str()).collect::<Vec<_>>().join(", "),
+        trained.train_name,
+        train_samples,
+        val_samples,
+        if trained.held_out { ", held out of the training set" } else { "" },
         request.config.seed,
         summaries.iter().map(|s| format!("{:.2} %", 100.0 * s.val_accuracy)).collect::<Vec<_>>().join(" / ")
     );
     let chain = write_chain(
         &segments,
         &request.model,
-        &request.out,
+        out,
         &stem,
         ChainNames {
-            name: request.name.clone().unwrap_or_else(|| format!("{stem}/ee+{}", placement.sites.len())),
+            name: name.unwrap_or_else(|| format!("{stem}/ee+{}", sites.len())),
             base: Some(request.base.clone().unwrap_or_else(|| stem.clone())),
             notes,
             manifest_file: format!("{stem}-ee.toml"),
@@ -360,14 +425,15 @@ pub fn add_exits(
     Ok(AddExitsOutcome {
         chain,
         exits: summaries,
-        samples: (train_labels.len(), val_labels.len()),
-        features_s,
+        samples: trained.samples,
+        features_s: trained.features_s,
         total_s: started.elapsed().as_secs_f64(),
     })
 }
 
-/// The dataset must produce the model's input and name no more classes than the model has.
-fn check_dataset(dataset: &Dataset, placement: &Placement) -> Result<(), AddExitsError> {
+/// The dataset must produce the model's input and name no more classes than the model has (a clear message
+/// otherwise).
+pub fn check_dataset(dataset: &Dataset, placement: &Placement) -> Result<(), AddExitsError> {
     if placement.input_shape.len() != 4 {
         return Err(AddExitsError::Mismatch(format!(
             "the model's input {:?} has {} dimensions; datasets produce [N, C, H, W] or [N, H, W, C] images",

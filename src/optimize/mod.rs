@@ -4,6 +4,7 @@
 
 pub mod exits_add;
 pub mod heads;
+pub mod study;
 
 pub mod quantize;
 
