@@ -150,9 +150,9 @@ fn entropy_threshold_search_matches_ort_within_a_bound() {
     let out = tempfile::tempdir().expect("temp dir");
     let model = root().join("models/resnet/base.onnx");
     let (model_arg, out_arg) = (model.to_string_lossy().into_owned(), out.path().to_string_lossy().into_owned());
-    ort(&["calibrator", &model_arg, "entropy", "100", &out_arg, "512", "128"], out.path());
+    ort(&["calibrator", &model_arg, "entropy", "50", &out_arg, "512", "128"], out.path());
     let theirs = ort_ranges(&out.path().join("ranges.json"));
-    let ours = our_ranges(&model, CalibrationMethod::Entropy { num_bins: 512, num_quantized_bins: 128 }, 100);
+    let ours = our_ranges(&model, CalibrationMethod::Entropy { num_bins: 512, num_quantized_bins: 128 }, 50);
     let mut exact = 0;
     for (name, range) in &theirs {
         let mine = ours.get(name).unwrap_or_else(|| panic!("no range for {name:?}"));

@@ -12,7 +12,9 @@ mod compare;
 mod exits_dialog;
 mod explore;
 mod models;
+mod quantize_dialog;
 mod runs;
+mod sensitivity_view;
 pub mod state;
 pub mod world;
 
@@ -690,6 +692,7 @@ impl EdgescopeApp {
         }
         self.drain_jobs();
         exits_dialog::drain(self);
+        quantize_dialog::drain(self);
     }
 
     fn drain_jobs(&mut self) {

@@ -52,6 +52,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
                         ui.label(format!("exit outputs: {}", variant.outputs));
                     }
                     super::exits_dialog::open_button_ui(ui, world, &variant.name, variant.segments);
+                    super::quantize_dialog::open_button_ui(ui, world, &variant.name);
                     ui.label("operators:");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
@@ -102,4 +103,5 @@ pub fn models_ui(ui: &mut egui::Ui, world: &mut World, commands: &mut Commands<'
         }
     });
     super::exits_dialog::window_ui(ui.ctx(), world);
+    super::quantize_dialog::window_ui(ui.ctx(), world);
 }

@@ -200,6 +200,8 @@ pub struct World {
     pub run_devices: BTreeSet<String>,
     /// The "Add early exits…" dialog, when open.
     pub exits_dialog: Option<super::exits_dialog::ExitsDialog>,
+    /// The "Quantize…" dialog and the sensitivity chart, when open.
+    pub quantize: super::quantize_dialog::QuantizeWindows,
 }
 
 impl Default for World {
@@ -235,6 +237,7 @@ impl Default for World {
             probes: bounded(16),
             run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
             exits_dialog: None,
+            quantize: Default::default(),
         }
     }
 }
