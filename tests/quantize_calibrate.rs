@@ -127,7 +127,7 @@ fn entropy_calibration_equals_ort() {
 }
 
 #[test]
-#[ignore = "slow: both families, 1000 calibration images, both methods (about a minute)"]
+#[ignore = "slow: both families, 1000 calibration images, both methods (about 5 minutes in the dev profile)"]
 fn histogram_calibration_equals_ort_on_the_full_calibration_set() {
     if python_onnxruntime() {
         for family in ["resnet", "mobilenet"] {
