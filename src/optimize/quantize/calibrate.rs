@@ -111,6 +111,29 @@ pub fn with_min_max_outputs(model: &ModelProto, tensors: &[String]) -> ModelProt
     model
 }
 
+/// [`with_min_max_outputs`] plus, per tensor, `Abs` then `ReduceMin` as output `{tensor}_AbsReduceMin`: the
+/// smallest magnitude, which the symmetric percentile histogram starts at.
+pub fn with_extreme_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+    use super::tensor::{Attr, make_node};
+    use crate::model::graph::TensorType;
+    let mut model = with_min_max_outputs(model, tensors);
+    if let Some(graph) = model.graph.as_mut() {
+        for name in tensors {
+            let (abs, output) = (format!("{name}_Abs"), format!("{name}_AbsReduceMin"));
+            graph.node.push(make_node("Abs", vec![name.clone()], vec![abs.clone()], &abs, Vec::new()));
+            graph.node.push(make_node(
+                "ReduceMin",
+                vec![abs],
+                vec![output.clone()],
+                &output,
+                vec![("keepdims".into(), Attr::Int(0))],
+            ));
+            graph.output.push(value_info(&output, &TensorType { elem_type: dtype::FLOAT, shape: None }));
+        }
+    }
+    model
+}
+
 /// A CPU session of `model` with graph optimizations off (as ORT's calibrator creates it).
 pub fn calibration_session(model: &ModelProto, threads: usize) -> Result<Session, QuantizeError> {
     let environment = ort_environment().map_err(|e| QuantizeError::Runtime(e.to_string()))?;
@@ -239,6 +262,9 @@ impl Default for Extremes {
 /// tensor's extremes, a second fills its histogram over the range numpy would choose for all values stacked.
 /// Feed every batch to pass 0, then every batch (the same, in any order) to pass 1.
 pub struct Histograms {
+    /// Pass 0: the model with ReduceMin / ReduceMax / Abs+ReduceMin outputs (the reductions run in ONNX Runtime).
+    extremes_session: Session,
+    /// Pass 1: the model with every observed tensor as an output.
     session: Session,
     input: String,
     tensors: Vec<String>,
@@ -259,8 +285,10 @@ impl Histograms {
         let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Model("the model holds no graph".into()))?;
         let input = single_input(graph)?;
         let tensors = tensors_to_calibrate(graph, op_types);
+        let extremes_session = calibration_session(&with_extreme_outputs(model, &tensors), threads)?;
         let session = calibration_session(&with_outputs(model, &tensors), threads)?;
         Ok(Self {
+            extremes_session,
             session,
             input,
             tensors,
@@ -310,36 +338,66 @@ impl Histograms {
         }
         let wanted: HashSet<&str> = self.tensors.iter().map(String::as_str).collect();
         let symmetric = self.symmetric_values();
-        let (extremes, histograms) = (&mut self.extremes, &mut self.histograms);
-        let mut observe = |name: &str, values: &[f32]| -> Result<(), QuantizeError> {
-            if !wanted.contains(name) || values.is_empty() {
-                return Ok(());
-            }
-            if pass == 0 {
+        let nan = |name: &str| {
+            QuantizeError::Calibration(format!(
+                "tensor {name:?} holds NaN on the calibration data; the float model is broken or the data does not \
+                 suit it"
+            ))
+        };
+        if pass == 0 {
+            let extremes = &mut self.extremes;
+            let mut fold = |name: &str, values: &[f32], kind: u8| -> Result<(), QuantizeError> {
+                if !wanted.contains(name) || values.is_empty() {
+                    return Ok(());
+                }
                 let e = extremes.entry(name.to_string()).or_default();
                 for &v in values {
                     if v.is_nan() {
-                        return Err(QuantizeError::Calibration(format!(
-                            "tensor {name:?} holds NaN on the calibration data; the float model is broken or the \
-                             data does not suit it"
-                        )));
+                        return Err(nan(name));
                     }
-                    e.min = e.min.min(v);
-                    e.max = e.max.max(v);
-                    e.abs_min = e.abs_min.min(v.abs());
-                    e.abs_max = e.abs_max.max(v.abs());
+                    if kind & 1 != 0 && v < e.min {
+                        e.min = v;
+                    }
+                    if kind & 2 != 0 && v > e.max {
+                        e.max = v;
+                    }
+                    if kind & 4 != 0 && v.abs() < e.abs_min {
+                        e.abs_min = v.abs();
+                    }
                 }
-            } else if let Some(h) = histograms.get_mut(name) {
-                if symmetric {
-                    h.add(values.iter().map(|v| v.abs()));
+                Ok(())
+            };
+            let input = self.input.clone();
+            fold(&input, &batch.values, 7)?;
+            run_batch(&mut self.extremes_session, &input, batch, |output, values| {
+                if let Some(name) = output.strip_suffix("_AbsReduceMin") {
+                    fold(name, values, 4)
+                } else if let Some(name) = output.strip_suffix("_ReduceMin") {
+                    fold(name, values, 1)
+                } else if let Some(name) = output.strip_suffix("_ReduceMax") {
+                    fold(name, values, 2)
                 } else {
-                    h.add(values.iter().copied());
+                    Ok(())
                 }
+            })?;
+            for e in self.extremes.values_mut() {
+                e.abs_max = e.min.abs().max(e.max.abs());
             }
-            Ok(())
-        };
-        observe(&self.input.clone(), &batch.values)?;
-        run_batch(&mut self.session, &self.input, batch, observe)?;
+        } else {
+            let histograms = &mut self.histograms;
+            let mut fill = |name: &str, values: &[f32]| -> Result<(), QuantizeError> {
+                if let Some(h) = histograms.get_mut(name).filter(|_| wanted.contains(name)) {
+                    if symmetric {
+                        h.add_magnitudes(values);
+                    } else {
+                        h.add(values);
+                    }
+                }
+                Ok(())
+            };
+            fill(&self.input.clone(), &batch.values)?;
+            run_batch(&mut self.session, &self.input, batch, fill)?;
+        }
         self.batches[pass.min(1)] += 1;
         Ok(())
     }
