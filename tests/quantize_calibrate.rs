@@ -169,3 +169,43 @@ fn entropy_threshold_search_matches_ort_within_a_bound() {
     let clipped = theirs.iter().filter(|(name, r)| ours.get(name).is_some_and(|m| m == r)).count();
     eprintln!("entropy 512/128 bins: {clipped} of {} ranges equal ORT's bit for bit", theirs.len());
 }
+
+/// The command line: an early-exit chain calibrated with percentile segment by segment (each segment's data
+/// carried through the quantized segments before it, twice), and the settings it refuses.
+#[test]
+fn the_command_line_calibrates_a_chain_with_percentile_and_refuses_bad_settings() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let fixtures = root().join("tests/fixtures");
+    let run = |extra: &[&str], dir: &str| {
+        Command::new(env!("CARGO_BIN_EXE_edgescope"))
+            .args(["quantize", "--model"])
+            .arg(fixtures.join("tiny_ee.toml"))
+            .args(["--method", "ptq", "--calibration"])
+            .arg(fixtures.join("fmnist500"))
+            .args(["--limit", "100", "--out"])
+            .arg(out.path().join(dir))
+            .args(extra)
+            .output()
+            .expect("edgescope runs")
+    };
+    let done = run(&["--calibrate", "percentile", "--percentile", "99.9"], "chain");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let manifest = std::fs::read_to_string(out.path().join("chain/ptq-tiny_ee.toml")).expect("manifest");
+    assert!(manifest.contains("Percentile 99.9 % (2048 bins, symmetric)"), "{manifest}");
+    for segment in ["ptq-tiny_ee_seg1.onnx", "ptq-tiny_ee_seg2.onnx"] {
+        let model = read_model(&out.path().join("chain").join(segment)).expect("segment");
+        let graph = model.graph.expect("graph");
+        assert!(graph.node.iter().any(|n| n.op_type == "QuantizeLinear"), "{segment} is quantized");
+    }
+    for (extra, message) in [
+        (&["--calibrate", "distribution"][..], "float8"),
+        (&["--calibrate", "entropy", "--num-bins", "64", "--num-quantized-bins", "128"][..], "--num-quantized-bins"),
+        (&["--calibrate", "percentile", "--percentile", "101"][..], "--percentile must be between 0 and 100"),
+    ] {
+        let refused = run(extra, "refused");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+        assert!(!out.path().join("refused").exists(), "nothing written");
+    }
+}

@@ -133,9 +133,9 @@ impl QuantizeArgs {
             CalibrationMethod::MinMax => CalibrationMethod::MinMax,
         };
         if let CalibrationMethod::Entropy { num_bins, num_quantized_bins } = options.calibrate
-            && (num_quantized_bins < 2 || num_quantized_bins > num_bins)
+            && (num_quantized_bins == 0 || num_quantized_bins > num_bins)
         {
-            bail!("--num-quantized-bins must be between 2 and --num-bins ({num_bins}), not {num_quantized_bins}");
+            bail!("--num-quantized-bins must be between 1 and --num-bins ({num_bins}), not {num_quantized_bins}");
         }
         if options.calibrate.num_bins() == Some(0) {
             bail!("--num-bins must be at least 1");
