@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
-use egui_plot::{Bar, BarChart, Plot};
 
 use super::World;
 use crate::data::Dataset;
@@ -155,40 +154,43 @@ fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut SensitivityView) -> 
     start
 }
 
-/// Horizontal bars, worst (lowest SQNR) on top; hovering a bar names the tensor, its producer and both ratios.
+/// Horizontal bars, worst (lowest SQNR) on top, painted one row per tensor with its name beside it; hovering a
+/// bar names the tensor, its producer and both ratios.
 fn chart_ui(ui: &mut egui::Ui, noise: &[TensorNoise]) {
-    let count = noise.len();
-    let bars: Vec<Bar> = noise
-        .iter()
-        .enumerate()
-        .map(|(rank, t)| {
-            Bar::new((count - rank) as f64, t.sqnr_db)
-                .name(format!(
-                    "{}\nproduced by {}\nSQNR {:.2} dB (its own Q/DQ: {:.2} dB)",
+    const LABEL_WIDTH: f32 = 230.0;
+    const ROW_HEIGHT: f32 = 16.0;
+    let best_db = noise.iter().map(|t| t.sqnr_db).filter(|v| v.is_finite()).fold(1.0f64, f64::max);
+    let (worst_db, span_db) = match (noise.first(), noise.last()) {
+        (Some(w), Some(b)) => (w.sqnr_db, (b.sqnr_db - w.sqnr_db).max(1e-9)),
+        _ => (0.0, 1.0),
+    };
+    let bar_width = (ui.available_width() - LABEL_WIDTH - 90.0).max(160.0);
+    egui::ScrollArea::vertical().id_salt("sensitivity-bars").max_height(460.0).show(ui, |ui| {
+        for t in noise {
+            ui.horizontal(|ui| {
+                ui.add_sized(egui::vec2(LABEL_WIDTH, ROW_HEIGHT), egui::Label::new(&t.tensor).truncate());
+                let (rect, response) = ui.allocate_exact_size(egui::vec2(bar_width, ROW_HEIGHT), egui::Sense::hover());
+                let share = (t.sqnr_db.max(0.0) / best_db).clamp(0.0, 1.0) as f32;
+                // Red for the worst tensor, blue for the best.
+                let badness = 1.0 - ((t.sqnr_db - worst_db) / span_db).clamp(0.0, 1.0) as f32;
+                let color = egui::Color32::from_rgb(
+                    (70.0 + 170.0 * badness) as u8,
+                    (110.0 - 40.0 * badness) as u8,
+                    (220.0 - 150.0 * badness) as u8,
+                );
+                let painter = ui.painter();
+                painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+                let bar = egui::Rect::from_min_size(rect.min, egui::vec2(rect.width() * share, rect.height()));
+                painter.rect_filled(bar, 2.0, color);
+                ui.label(format!("{:.1} dB", t.sqnr_db));
+                response.on_hover_text(format!(
+                    "{}\nproduced by {}\nSQNR {:.2} dB against the float model (its own Q/DQ: {:.2} dB)",
                     t.tensor, t.producer, t.sqnr_db, t.qdq_sqnr_db
-                ))
-                .width(0.8)
-        })
-        .collect();
-    let chart = BarChart::new("SQNR (dB)", bars)
-        .horizontal()
-        .element_formatter(Box::new(|bar: &Bar, _: &BarChart| bar.name.clone()));
-    let names: Vec<String> = noise.iter().map(|t| t.tensor.clone()).collect();
-    Plot::new("sensitivity-chart")
-        .height((18.0 * count as f32).clamp(160.0, 520.0))
-        .x_axis_label("SQNR (dB), low = sensitive")
-        .y_axis_formatter(move |mark, _| {
-            let position = mark.value.round();
-            if (mark.value - position).abs() > 1e-6 || position < 1.0 || position > count as f64 {
-                return String::new();
-            }
-            let name = &names[count - position as usize];
-            let short: String = name.chars().rev().take(28).collect::<Vec<_>>().into_iter().rev().collect();
-            if short.len() < name.len() { format!("…{short}") } else { short }
-        })
-        .y_axis_min_width(160.0)
-        .allow_scroll(false)
-        .show(ui, |plot| plot.bar_chart(chart));
+                ));
+            });
+        }
+    });
+    ui.weak(format!("bars: SQNR in dB, 0 to {best_db:.1}; low = sensitive"));
     egui::CollapsingHeader::new("as a table").id_salt("sensitivity-table").show(ui, |ui| {
         egui::Grid::new("sensitivity-rows").num_columns(4).striped(true).show(ui, |ui| {
             ui.strong("tensor");
@@ -212,33 +214,38 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
     let Some(mut view) = world.quantize.sensitivity.take() else { return };
     let mut open = true;
     let mut start = false;
-    egui::Window::new(view.title.clone()).open(&mut open).resizable(true).show(ctx, |ui| {
-        ui.weak(
-            "signal-to-quantization-noise ratio of every quantized activation against the float model's, over \
+    egui::Window::new(view.title.clone())
+        .open(&mut open)
+        .resizable(true)
+        .default_pos([600.0, 60.0])
+        .default_width(620.0)
+        .show(ctx, |ui| {
+            ui.weak(
+                "signal-to-quantization-noise ratio of every quantized activation against the float model's, over \
                  the samples (ONNX Runtime's qdq_loss_debug measure)",
-        );
-        start = controls_ui(ui, world, &mut view);
-        match &view.result {
-            Some(Ok(noise)) if noise.is_empty() => {
-                ui.label("no quantized activation to compare");
-            }
-            Some(Ok(noise)) => {
-                if let Some(worst) = noise.first() {
-                    ui.label(format!(
-                        "{} quantized tensors; worst: {} at {:.2} dB",
-                        noise.len(),
-                        worst.tensor,
-                        worst.sqnr_db
-                    ));
+            );
+            start = controls_ui(ui, world, &mut view);
+            match &view.result {
+                Some(Ok(noise)) if noise.is_empty() => {
+                    ui.label("no quantized activation to compare");
                 }
-                chart_ui(ui, noise);
+                Some(Ok(noise)) => {
+                    if let Some(worst) = noise.first() {
+                        ui.label(format!(
+                            "{} quantized tensors; worst: {} at {:.2} dB",
+                            noise.len(),
+                            worst.tensor,
+                            worst.sqnr_db
+                        ));
+                    }
+                    chart_ui(ui, noise);
+                }
+                Some(Err(text)) => {
+                    ui.colored_label(ui.visuals().error_fg_color, text);
+                }
+                None => {}
             }
-            Some(Err(text)) => {
-                ui.colored_label(ui.visuals().error_fg_color, text);
-            }
-            None => {}
-        }
-    });
+        });
     if start {
         view.start(world, ctx);
     }
