@@ -32,7 +32,8 @@ fn step_until(harness: &mut Harness<'static, EdgescopeApp>, what: &str, done: im
         assert!(started.elapsed().as_secs() < 120, "{what} did not finish: {:?}", harness.state().world.errors);
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    harness.run();
+    // Fixed steps, not `run`: the runs the new variants started keep repainting.
+    harness.run_steps(4);
 }
 
 #[test]
@@ -43,10 +44,10 @@ fn the_app_quantizes_a_session_variant_and_measures_its_sensitivity() {
 
     // Dynamic quantization: tiny/base is listed first and open; tiny/dq exists, so the new one is tiny/dq-2.
     harness.get_all_by_label("Quantize…").next().expect("a button on tiny/base").click();
-    harness.run();
+    harness.run_steps(4);
     assert!(harness.query_by_label_contains("Quantize tiny/base").is_some(), "the dialog opens");
     harness.get_by_label("DQ (dynamic)").click();
-    harness.run();
+    harness.run_steps(4);
     harness.get_by_label("Quantize").click();
     step_until(&mut harness, "dynamic quantization", |app| app.world.session.variant("tiny/dq-2").is_some());
     {
@@ -66,9 +67,9 @@ fn the_app_quantizes_a_session_variant_and_measures_its_sensitivity() {
 
     // Static quantization of the same variant, entropy calibration on the fixture dataset.
     harness.get_by_label("PTQ (static, QDQ)").click();
-    harness.run();
+    harness.run_steps(4);
     harness.get_by_label("Entropy").click();
-    harness.run();
+    harness.run_steps(4);
     harness.get_by_label("Quantize").click();
     step_until(&mut harness, "static quantization", |app| app.world.session.variant("tiny/ptq").is_some());
     {
@@ -85,7 +86,7 @@ fn the_app_quantizes_a_session_variant_and_measures_its_sensitivity() {
 
     // Its sensitivity, from the dialog's result.
     harness.get_all_by_label("Sensitivity…").next().expect("a sensitivity button on the PTQ result").click();
-    harness.run();
+    harness.run_steps(4);
     assert!(harness.query_by_label_contains("Sensitivity: ").is_some(), "the chart window opens");
     harness.get_by_label("Measure").click();
     step_until(&mut harness, "sensitivity", |app| {

@@ -57,6 +57,10 @@ pub struct QuantizeDialog {
     method: Method,
     per_channel: bool,
     op_types: String,
+    /// Node names left float (`--exclude`), comma-separated.
+    exclude: String,
+    /// Op types whose outputs stay float (`--keep-output-float`), comma-separated.
+    keep_output_float: String,
     activation_type: QuantType,
     weight_type: QuantType,
     calibrate: &'static str,
@@ -117,6 +121,8 @@ impl QuantizeDialog {
             method: Method::Ptq,
             per_channel: true,
             op_types: String::new(),
+            exclude: String::new(),
+            keep_output_float: String::new(),
             activation_type: options.activation_type,
             weight_type: options.weight_type,
             calibrate: "minmax",
@@ -174,9 +180,15 @@ impl QuantizeDialog {
         };
         let mut options = if self.method == Method::Ptq { QuantizeOptions::ptq() } else { QuantizeOptions::dq() };
         options.per_channel = self.per_channel;
-        let ops: Vec<String> =
-            self.op_types.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        let list = |text: &str| -> Vec<String> {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        };
+        let ops = list(&self.op_types);
         options.op_types = (!ops.is_empty()).then_some(ops);
+        options.exclude = list(&self.exclude);
+        if self.method == Method::Ptq {
+            options.keep_output_float = list(&self.keep_output_float);
+        }
         options.activation_type = self.activation_type;
         options.weight_type = self.weight_type;
         options.calibrate = CalibrationMethod::parse(self.calibrate)?;
@@ -370,6 +382,18 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
             .on_hover_text("comma-separated, e.g. Conv,Gemm,MatMul")
             .labelled_by(label.id);
         ui.end_row();
+        let label = ui.label("nodes left float");
+        ui.add(egui::TextEdit::singleline(&mut dialog.exclude).hint_text("none"))
+            .on_hover_text("comma-separated node names (--exclude)")
+            .labelled_by(label.id);
+        ui.end_row();
+        if dialog.method == Method::Ptq {
+            let label = ui.label("outputs kept float");
+            ui.add(egui::TextEdit::singleline(&mut dialog.keep_output_float).hint_text("e.g. Gemm, for float logits"))
+                .on_hover_text("op types whose outputs stay float (--keep-output-float; the zoo recipe keeps Gemm)")
+                .labelled_by(label.id);
+            ui.end_row();
+        }
         if dialog.method == Method::Ptq {
             ui.label("calibration");
             ui.horizontal(|ui| {
