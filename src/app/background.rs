@@ -7,7 +7,7 @@ use eframe::egui;
 use super::capture::save_capture;
 use super::loader::{Loaded, key};
 use super::world::{self, DialogResult, JobKind};
-use super::{Command, EdgescopeApp, exits_dialog, profile_view, study_wizard};
+use super::{Command, EdgescopeApp, exits_dialog, profile_view, quantize_dialog, study_wizard};
 use crate::runtime::{JobMessage, RunEvent, RunOutput};
 
 impl EdgescopeApp {
@@ -107,6 +107,7 @@ impl EdgescopeApp {
         exits_dialog::drain(self);
         profile_view::drain(&mut self.world);
         study_wizard::drain(self);
+        quantize_dialog::drain(self);
     }
 
     /// Takes in what a background task produced.

@@ -44,6 +44,10 @@ pub enum Command {
     NeedRows,
     /// Open the "Study on a model…" wizard (on a variant when given).
     OpenStudyWizard(Option<String>),
+    /// Open the "Quantize…" dialog on a variant.
+    OpenQuantizeDialog(String),
+    /// Open the per-tensor sensitivity chart of a PTQ variant against its base.
+    OpenSensitivity(String),
     /// Open the per-operator profile window on a variant.
     OpenProfileView(String),
     /// Open the "Add early exits…" dialog on a variant.

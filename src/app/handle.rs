@@ -119,6 +119,8 @@ impl EdgescopeApp {
             Command::NeedAnalysis(index) => world.request_analysis(index),
             Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant),
             Command::OpenProfileView(variant) => super::profile_view::open(world, &variant),
+            Command::OpenQuantizeDialog(variant) => super::quantize_dialog::open(world, &variant),
+            Command::OpenSensitivity(variant) => super::quantize_dialog::open_sensitivity(world, &variant),
             Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref()),
             Command::NeedDataset(name) => world.request_dataset(&name),
             Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),

@@ -22,7 +22,9 @@ mod handle;
 mod loader;
 mod models;
 mod profile_view;
+mod quantize_dialog;
 mod runs;
+mod sensitivity_view;
 pub mod state;
 mod study_wizard;
 mod top_bar;
@@ -160,6 +162,7 @@ impl eframe::App for EdgescopeApp {
             // Dialogs own their form state (ticks, text boxes) and draw it; what they start goes through commands.
             exits_dialog::window_ui(ui.ctx(), &mut self.world);
             profile_view::window_ui(ui.ctx(), &self.saved, &mut self.world);
+            quantize_dialog::window_ui(ui.ctx(), &mut self.world);
             self.unsaved_prompt_ui(ui.ctx(), &mut commands);
         }
         study_wizard::window_ui(ui.ctx(), self);

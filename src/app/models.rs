@@ -54,6 +54,7 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                     ui.horizontal(|ui| {
                         super::exits_dialog::open_button_ui(ui, &variant.name, variant.segments, commands);
                         super::profile_view::open_button_ui(ui, &variant.name, commands);
+                        super::quantize_dialog::open_button_ui(ui, world, &variant.name, commands);
                         if variant.segments == 1 && !variant.has_tag("ptq") && !variant.has_tag("dq") {
                             super::study_wizard::open_button_ui(ui, Some(&variant.name), commands);
                         }

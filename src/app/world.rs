@@ -231,6 +231,8 @@ pub struct World {
     pub profile_view: Option<super::profile_view::ProfileView>,
     /// The "Study on a model…" wizard, when open.
     pub study_wizard: Option<super::study_wizard::StudyWizard>,
+    /// The "Quantize…" dialog and the sensitivity chart, when open.
+    pub quantize: super::quantize_dialog::QuantizeWindows,
 }
 
 impl Default for World {
@@ -276,6 +278,7 @@ impl Default for World {
             exits_dialog: None,
             profile_view: None,
             study_wizard: None,
+            quantize: Default::default(),
         }
     }
 }

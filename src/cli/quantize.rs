@@ -55,9 +55,22 @@ pub struct QuantizeArgs {
     /// Weight type: i8 or u8 (default: i8 for ptq, u8 for dq, which ONNX Runtime's CPU ConvInteger needs).
     #[arg(long)]
     pub weight_type: Option<String>,
-    /// Calibration method (minmax).
+    /// Calibration method: minmax, percentile or entropy (ONNX Runtime's CalibrationMethod, same arithmetic).
     #[arg(long, default_value = "minmax")]
     pub calibrate: String,
+    /// Percentile calibration: share of values kept inside the range, in percent (ORT's CalibPercentile).
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// Percentile / entropy calibration: histogram bins (default: ORT's, 2048 for percentile, 128 for entropy).
+    #[arg(long)]
+    pub num_bins: Option<usize>,
+    /// Entropy calibration: quantized bins of the KL search (default: ORT's 128).
+    #[arg(long)]
+    pub num_quantized_bins: Option<usize>,
+    /// Percentile calibration: histogram of |x| and a symmetric range (ORT's CalibTensorRangeSymmetric; default
+    /// true for percentile, as ORT).
+    #[arg(long)]
+    pub calib_symmetric: Option<bool>,
     /// Op types whose outputs stay float (e.g. Gemm, so logits keep their resolution).
     #[arg(long, value_delimiter = ',')]
     pub keep_output_float: Vec<String>,
@@ -102,7 +115,31 @@ impl QuantizeArgs {
         options.op_types = (!self.op_types.is_empty()).then(|| self.op_types.clone());
         options.exclude = self.exclude.clone();
         options.keep_output_float = self.keep_output_float.clone();
-        options.calibrate = CalibrationMethod::parse(&self.calibrate).map_err(|e| anyhow!(e))?;
+        options.calibrate = match CalibrationMethod::parse(&self.calibrate).map_err(|e| anyhow!(e))? {
+            CalibrationMethod::Percentile { num_bins, symmetric, .. } => {
+                if !(0.0..=100.0).contains(&self.percentile) {
+                    bail!("--percentile must be between 0 and 100, not {}", self.percentile);
+                }
+                CalibrationMethod::Percentile {
+                    percentile: self.percentile,
+                    num_bins: self.num_bins.unwrap_or(num_bins),
+                    symmetric: self.calib_symmetric.unwrap_or(symmetric),
+                }
+            }
+            CalibrationMethod::Entropy { num_bins, num_quantized_bins } => CalibrationMethod::Entropy {
+                num_bins: self.num_bins.unwrap_or(num_bins),
+                num_quantized_bins: self.num_quantized_bins.unwrap_or(num_quantized_bins),
+            },
+            CalibrationMethod::MinMax => CalibrationMethod::MinMax,
+        };
+        if let CalibrationMethod::Entropy { num_bins, num_quantized_bins } = options.calibrate
+            && (num_quantized_bins == 0 || num_quantized_bins > num_bins)
+        {
+            bail!("--num-quantized-bins must be between 1 and --num-bins ({num_bins}), not {num_quantized_bins}");
+        }
+        if options.calibrate.num_bins() == Some(0) {
+            bail!("--num-bins must be at least 1");
+        }
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod calibrate;
 pub mod dynamic;
 pub mod edit;
+pub mod histogram;
 pub mod infer;
 pub mod qdq;
 pub mod run;
@@ -106,24 +107,82 @@ impl Method {
     }
 }
 
-/// How activation ranges are calibrated.
+/// How activation ranges are calibrated (ORT's `CalibrationMethod`, with the settings `create_calibrator` reads).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", tag = "method")]
 pub enum CalibrationMethod {
     /// Smallest and largest value over all batches (ORT's `CalibrationMethod.MinMax`).
     MinMax,
+    /// The range holding `percentile` % of the values (ORT's `CalibrationMethod.Percentile`).
+    Percentile {
+        /// Share of values inside the range, in percent (ORT: `CalibPercentile`, 99.999).
+        percentile: f64,
+        /// Histogram bins (ORT: 2048).
+        num_bins: usize,
+        /// Histogram of `|x|` and a range symmetric about 0 before clipping to the data (ORT:
+        /// `CalibTensorRangeSymmetric`, true for percentile unless set).
+        symmetric: bool,
+    },
+    /// The threshold minimizing the KL divergence of the quantized distribution (ORT's `CalibrationMethod.Entropy`).
+    Entropy {
+        /// Histogram bins (ORT: 128).
+        num_bins: usize,
+        /// Quantized bins (ORT: 128).
+        num_quantized_bins: usize,
+    },
 }
 
 impl CalibrationMethod {
-    /// Parses `minmax`; percentile and entropy are named but not implemented.
+    /// ORT's percentile calibration as `quantize_static` runs it: 99.999 %, 2048 bins, symmetric.
+    pub const PERCENTILE: Self = CalibrationMethod::Percentile { percentile: 99.999, num_bins: 2048, symmetric: true };
+    /// ORT's entropy calibration as `quantize_static` runs it: 128 bins, 128 quantized bins.
+    pub const ENTROPY: Self = CalibrationMethod::Entropy { num_bins: 128, num_quantized_bins: 128 };
+
+    /// Parses `minmax`, `percentile` or `entropy` (with ORT's default settings).
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.to_ascii_lowercase().as_str() {
             "minmax" | "min-max" => Ok(CalibrationMethod::MinMax),
-            "percentile" | "entropy" | "distribution" => Err(format!(
-                "--calibrate {text} is not implemented in edgescope (only minmax, ORT's default, is); use minmax or \
-                 ONNX Runtime's Python quantizer"
-            )),
-            _ => Err(format!("--calibrate must be minmax, not {text:?}")),
+            "percentile" => Ok(Self::PERCENTILE),
+            "entropy" => Ok(Self::ENTROPY),
+            "distribution" => {
+                Err("--calibrate distribution is ORT's float8 calibration; edgescope quantizes to 8-bit integers: use \
+                 minmax, percentile or entropy"
+                    .into())
+            }
+            _ => Err(format!("--calibrate must be minmax, percentile or entropy, not {text:?}")),
+        }
+    }
+
+    /// The histogram bins of percentile and entropy.
+    pub fn num_bins(&self) -> Option<usize> {
+        match self {
+            CalibrationMethod::MinMax => None,
+            CalibrationMethod::Percentile { num_bins, .. } | CalibrationMethod::Entropy { num_bins, .. } => {
+                Some(*num_bins)
+            }
+        }
+    }
+
+    /// `minmax` / `percentile` / `entropy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CalibrationMethod::MinMax => "minmax",
+            CalibrationMethod::Percentile { .. } => "percentile",
+            CalibrationMethod::Entropy { .. } => "entropy",
+        }
+    }
+
+    /// For reports: `MinMax`, `Percentile 99.999 % (2048 bins, symmetric)`, `Entropy (128 bins, 128 quantized)`.
+    pub fn describe(&self) -> String {
+        match self {
+            CalibrationMethod::MinMax => "MinMax".into(),
+            CalibrationMethod::Percentile { percentile, num_bins, symmetric } => format!(
+                "Percentile {percentile} % ({num_bins} bins, {})",
+                if *symmetric { "symmetric" } else { "asymmetric" }
+            ),
+            CalibrationMethod::Entropy { num_bins, num_quantized_bins } => {
+                format!("Entropy ({num_bins} bins, {num_quantized_bins} quantized)")
+            }
         }
     }
 }
@@ -256,7 +315,7 @@ impl QuantizeOptions {
                 if self.activation_symmetric { " symmetric" } else { "" },
                 self.weight_type.name(),
                 if self.reduce_range { " (reduced range)" } else { "" },
-                "MinMax",
+                self.calibrate.describe(),
                 self.batch_size,
                 if self.keep_output_float.is_empty() {
                     String::new()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::calibrate::MinMax;
+use super::calibrate::Calibrator;
 use super::{Batch, Method, QuantizeError, QuantizeOptions, Quantized, check_quantizable, prepare};
 use crate::data::Dataset;
 use crate::model::proto::{self, ModelProto};
@@ -63,11 +63,11 @@ pub enum QuantizeEvent {
         /// Segments in the chain.
         count: usize,
     },
-    /// Calibration batches done.
+    /// Calibration batches done (percentile and entropy feed every sample twice: extremes, then histograms).
     Calibrating {
-        /// Samples seen.
+        /// Samples fed, over all passes.
         done: usize,
-        /// Samples in all.
+        /// Samples to feed, over all passes.
         total: usize,
     },
     /// One step of the accuracy budget: nodes kept float, quantized and float top-1 in percent.
@@ -258,21 +258,28 @@ pub fn quantize_to_disk(
             (Some(dataset), Method::Ptq) => {
                 let mut prepared = model.clone();
                 prepare(&mut prepared);
-                let mut calibrator = MinMax::new(&prepared, &options.op_type_set(), request.threads)
-                    .map_err(|e| file_error(&segment.path, e.to_string()))?;
+                let mut calibrator =
+                    Calibrator::new(&prepared, &options.op_type_set(), request.threads, options.calibrate)
+                        .map_err(|e| file_error(&segment.path, e.to_string()))?;
                 let size = options.batch_size.max(1);
-                for start in (0..total).step_by(size) {
-                    if cancel.is_cancelled() {
-                        return Err(QuantizeError::Cancelled);
+                let passes = calibrator.passes();
+                for pass in 0..passes {
+                    for start in (0..total).step_by(size) {
+                        if cancel.is_cancelled() {
+                            return Err(QuantizeError::Cancelled);
+                        }
+                        let mut batch = dataset_batch(dataset, start, size, total)?;
+                        for (k, session) in carriers.iter_mut().enumerate() {
+                            let (input, name) = (&source.segments[k].input, source.segments[k].carry.as_deref());
+                            let name = name.ok_or_else(|| QuantizeError::Model("a segment carries nothing".into()))?;
+                            batch = carry(session, input, name, &batch)?;
+                        }
+                        calibrator.collect(pass, &batch)?;
+                        on_event(QuantizeEvent::Calibrating {
+                            done: pass * total + (start + size).min(total),
+                            total: passes * total,
+                        });
                     }
-                    let mut batch = dataset_batch(dataset, start, size, total)?;
-                    for (k, session) in carriers.iter_mut().enumerate() {
-                        let (input, name) = (&source.segments[k].input, source.segments[k].carry.as_deref());
-                        let name = name.ok_or_else(|| QuantizeError::Model("a segment carries nothing".into()))?;
-                        batch = carry(session, input, name, &batch)?;
-                    }
-                    calibrator.collect(&batch)?;
-                    on_event(QuantizeEvent::Calibrating { done: (start + size).min(total), total });
                 }
                 let ranges = calibrator.ranges()?;
                 match (&validation, &request.budget, segment.exit.as_deref()) {
