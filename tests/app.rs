@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::fixture;
+use common::{fixture, settle};
 use edgescope::analysis::PreparedTrace;
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
 use eframe::egui;
@@ -21,21 +21,6 @@ fn harness(session: PathBuf, tab: Tab) -> Harness<'static, EdgescopeApp> {
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
     settle(&mut harness);
     harness
-}
-
-/// Runs frames until background work (opening, analyses, thumbnails) has arrived and the app is idle: the UI
-/// thread never waits for files, so a test steps until they are in.
-fn settle(harness: &mut Harness<'_, EdgescopeApp>) {
-    let started = Instant::now();
-    // Spinners repaint continuously while something loads, so step frame by frame until nothing is under way.
-    let mut idle_frames = 0;
-    while idle_frames < 3 {
-        harness.step();
-        idle_frames = if harness.state().is_loading() { 0 } else { idle_frames + 1 };
-        assert!(started.elapsed() < Duration::from_secs(60), "background work did not settle");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    harness.run();
 }
 
 /// The text of a node: a button's label, or a text label's value.

@@ -17,9 +17,11 @@ use egui_kittest::kittest::{NodeT, Queryable};
 
 fn harness(session: PathBuf) -> Harness<'static, EdgescopeApp> {
     let saved = SavedState { hint_dismissed: true, tab: Tab::Models, ..SavedState::default() };
-    Harness::builder()
+    let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
-        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
+    common::settle(&mut harness);
+    harness
 }
 
 /// Labels of the bars (progress indicators) whose text starts with `prefix`.
@@ -39,12 +41,12 @@ fn the_profile_window_shows_bars_per_operator_type_beside_the_base() {
     let path = dir.path().join("session.json");
     session.save(&path).expect("save copy");
     let mut harness = harness(path);
-    harness.run();
+    common::settle(&mut harness);
     // Open tiny/dq's details, then its "Profile…".
     harness.query_all_by(|n| n.label().is_some_and(|l| l.starts_with("tiny/dq"))).next().expect("tiny/dq").click();
-    harness.run();
+    common::settle(&mut harness);
     harness.get_all_by_label("Profile…").last().expect("Profile… of tiny/dq").click();
-    harness.run();
+    common::settle(&mut harness);
     assert!(harness.query_by_label("Per-operator latency").is_some(), "the window opened");
     harness.get_by_label("Profile").click();
     let started = Instant::now();
@@ -52,7 +54,7 @@ fn the_profile_window_shows_bars_per_operator_type_beside_the_base() {
         harness.step();
         std::thread::sleep(Duration::from_millis(20));
     }
-    harness.run();
+    common::settle(&mut harness);
     let outside = bars(&harness, "outside operators");
     assert_eq!(outside.len(), 2, "one remainder bar per variant: {outside:?}");
     // The base runs Conv; its DQ variant runs ConvInteger fed by DynamicQuantizeLinear (ONNX Runtime fuses the

@@ -19,9 +19,11 @@ fn harness(scratch: &tempfile::TempDir) -> Harness<'static, EdgescopeApp> {
     let path = scratch.path().join("session.json");
     session.save(&path).expect("save copy");
     let saved = SavedState { hint_dismissed: true, tab: Tab::Models, ..SavedState::default() };
-    Harness::builder()
+    let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
-        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
+    common::settle(&mut harness);
+    harness
 }
 
 /// Steps frame by frame (the worker asks for repaints) until `done` holds.
@@ -40,7 +42,7 @@ fn step_until(harness: &mut Harness<'static, EdgescopeApp>, what: &str, done: im
 fn the_app_quantizes_a_session_variant_and_measures_its_sensitivity() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let mut harness = harness(&scratch);
-    harness.run();
+    common::settle(&mut harness);
 
     // Dynamic quantization: tiny/base is listed first and open; tiny/dq exists, so the new one is tiny/dq-2.
     harness.get_all_by_label("Quantize…").next().expect("a button on tiny/base").click();

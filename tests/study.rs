@@ -325,10 +325,10 @@ fn the_app_wizard_runs_the_study_and_opens_its_session() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
-    harness.run();
+    common::settle(&mut harness);
     // tiny/base (a single float graph) is listed first and open: its button preselects it.
     harness.get_all_by_label("Study on a model…").nth(1).expect("a button on tiny/base").click();
-    harness.run();
+    common::settle(&mut harness);
     assert!(harness.query_by_label_contains("From one float classifier").is_some(), "the wizard opens");
     harness.get_by_label("Run the study").click();
     let started = Instant::now();
@@ -345,7 +345,7 @@ fn the_app_wizard_runs_the_study_and_opens_its_session() {
         assert!(started.elapsed().as_secs() < 120, "the study did not finish");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    harness.run();
+    common::settle(&mut harness);
     assert!(saw_steps, "progress named the steps");
     let app = harness.state();
     assert!(app.world.errors.is_empty(), "{:?}", app.world.errors);
