@@ -10,6 +10,9 @@ use edgescope::runtime::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
 use eframe::egui;
 
+#[path = "../tests/common/app_harness.rs"]
+mod app_harness;
+
 #[path = "support/synthetic.rs"]
 mod synthetic;
 use synthetic::synthetic_trace;
@@ -46,7 +49,7 @@ fn main() {
     let mut harness = egui_kittest::Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
-    harness.run();
+    app_harness::settle(&mut harness);
 
     let mut frame_ms = Vec::new();
     for step in 0..300 {

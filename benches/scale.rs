@@ -19,6 +19,9 @@ use edgescope::runtime::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
 use eframe::egui;
 
+#[path = "../tests/common/app_harness.rs"]
+mod app_harness;
+
 const SAMPLES: usize = 50_000;
 const CLASSES: usize = 1000;
 const EXITS: usize = 4;
@@ -145,7 +148,9 @@ fn main() {
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
     harness.step();
     let first_frame_s = opening.elapsed().as_secs_f64();
-    harness.run();
+    // The trace is analysed on a worker while the first frames show a spinner; the plots are up once it settles.
+    app_harness::settle(&mut harness);
+    let plots_s = opening.elapsed().as_secs_f64();
 
     let mut switch_ms = Vec::new();
     for criterion in [Criterion::MaxProbability, Criterion::Margin, Criterion::Entropy, Criterion::MaxProbability] {
@@ -170,7 +175,9 @@ fn main() {
     println!("50 000 samples x 1000 classes, 3 early exits + final, and its base (synthetic, ImageNet-shaped):");
     println!("  base mass outside the top 16 classes: {:.1} % (mean)", outside * 100.0);
     println!("  session file: {size_mb:.1} MB (target: about 100 MB at most); saved in {save_s:.2} s");
-    println!("  Session::load: {load_s:.2} s; app start to first Explore frame: {first_frame_s:.2} s (target: < 2 s)");
+    println!(
+        "  Session::load: {load_s:.2} s; app start to first Explore frame: {first_frame_s:.2} s, to its plots (analysed on a worker): {plots_s:.2} s (target: < 2 s)"
+    );
     println!(
         "  analysis: first preparation {prepare_ms:.1} ms; criterion switch: re-score {rescore_ms:.1} ms + sweep \
          {sweep_ms:.1} ms"

@@ -335,3 +335,49 @@ fn ctrl_s_saves_and_the_bundled_demo_is_never_overwritten() {
     let demo = edgescope::app::demo_session_path().expect("the repository has its demo session");
     assert!(edgescope::app::is_demo_session(&demo));
 }
+
+#[test]
+fn presentation_mode_turns_on_the_light_theme_and_hides_the_file_controls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Explore);
+    assert!(harness.ctx.global_style().visuals.dark_mode, "the working theme is dark");
+    assert!(harness.query_by_label("Open…").is_some());
+    harness.get_by_label("Present").click();
+    settle(&mut harness);
+    assert!(harness.state().saved.presentation);
+    assert!(!harness.ctx.global_style().visuals.dark_mode, "presentation is light");
+    assert!(harness.ctx.zoom_factor() > 1.2, "and large");
+    assert!(harness.query_by_label("Open…").is_none(), "file controls are hidden");
+    assert!(has_text_starting(&harness, "tiny/ee"), "the headline card shows");
+    harness.key_press(egui::Key::Escape);
+    settle(&mut harness);
+    assert!(!harness.state().saved.presentation && harness.ctx.global_style().visuals.dark_mode, "Esc leaves it");
+}
+
+#[test]
+fn an_exported_figure_has_axes_a_legend_and_the_headline_in_svg_and_png() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Explore);
+    let headline = label_starting(&harness, "tiny/ee");
+    assert!(headline.contains("faster") || headline.contains("slower"), "{headline}");
+    assert!(headline.contains(" pp"), "{headline}");
+    let svg_path = dir.path().join("figure.svg");
+    harness.state_mut().send(Command::ExportFigure(svg_path.clone()));
+    settle(&mut harness);
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG was written");
+    for text in ["mean latency (ms)", "accuracy (%)", "tiny/ee: accuracy vs mean latency", "Pareto front", "current"] {
+        assert!(svg.contains(text), "the figure has {text:?}");
+    }
+    assert!(svg.contains(r#"class="legend""#) && svg.matches(r#"class="tick""#).count() >= 6, "legend and ticks");
+    assert!(svg.contains(&format!(r#"class="headline">{}<"#, headline.replace('>', "&gt;").replace('<', "&lt;"))));
+
+    let png_path = dir.path().join("figure.png");
+    harness.state_mut().send(Command::ExportFigure(png_path.clone()));
+    settle(&mut harness);
+    let png = image::open(&png_path).expect("the PNG was written").to_rgba8();
+    let (width, height) = png.dimensions();
+    assert_eq!((width, height), (2 * 960, 2 * 560), "PNG at twice the figure's size");
+    // Text and lines are drawn: a good share of the pixels are not white.
+    let inked = png.pixels().filter(|p| p.0[0] < 200 || p.0[1] < 200 || p.0[2] < 200).count();
+    assert!(inked > (width * height / 200) as usize, "{inked} inked pixels");
+}

@@ -11,6 +11,8 @@
 //!
 //! For contrast the uncertified pick (the fastest step whose calibration risk is <= epsilon) is counted too.
 
+mod common;
+
 use std::path::PathBuf;
 
 use edgescope::analysis::Criterion;
@@ -204,7 +206,7 @@ fn the_explore_view_shows_the_certified_line() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
-    harness.run();
+    common::settle(&mut harness);
     let text = |n: &egui_kittest::kittest::AccessKitNode<'_>| n.label().or_else(|| n.value());
     let starting = |harness: &Harness<'_, EdgescopeApp>, prefix: &str| {
         harness.query_all_by(|n| text(n).is_some_and(|l| l.starts_with(prefix))).next().is_some()
@@ -215,7 +217,7 @@ fn the_explore_view_shows_the_certified_line() {
     );
     assert!(starting(&harness, "certified region: every exit's entropy threshold <= 0.3704"));
     harness.get_by_label("Set certified").click();
-    harness.run();
+    common::settle(&mut harness);
     let policy = harness.state().world.session.policies.get("mobilenet/ee-all").cloned().expect("a policy is set");
     assert_eq!(policy.thresholds.len(), 3);
     assert!((policy.thresholds[0] - 0.370364).abs() < 1e-5, "{:?}", policy.thresholds);

@@ -356,10 +356,10 @@ fn the_app_adds_exits_to_a_session_variant_and_runs_the_chain() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(path)));
-    harness.run();
+    common::settle(&mut harness);
     // tiny/base (a single graph) is listed first and open; the chain tiny/ee gets no button.
     harness.get_all_by_label("Add early exits…").next().expect("a button on tiny/base").click();
-    harness.run();
+    common::settle(&mut harness);
     assert!(harness.query_by_label_contains("Add early exits to tiny/base").is_some(), "the dialog opens");
     assert!(harness.query_by_label_contains("7 cut point(s)").is_some(), "it lists the tiny CNN's cut points");
     harness.get_by_label("Train and add").click();

@@ -77,6 +77,7 @@ impl EdgescopeApp {
                 DialogResult::SaveAs(path) => self.pending.push(Command::SaveSessionAs(path)),
                 DialogResult::ExportTables(path, format) => self.pending.push(Command::ExportTables(path, format)),
                 DialogResult::ExportPlot(path) => self.pending.push(Command::CaptureViewport(path, true)),
+                DialogResult::ExportFigure(path) => self.pending.push(Command::ExportFigure(path)),
                 DialogResult::Nothing => {
                     // Whatever waited for a save (open, quit) waits no more.
                     self.world.after_save = None;

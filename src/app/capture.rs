@@ -119,3 +119,57 @@ pub(super) fn remember_plot_rect(ctx: &egui::Context, rect: egui::Rect) {
 pub(super) fn plot_rect(ctx: &egui::Context) -> Option<egui::Rect> {
     ctx.data(|d| d.get_temp(plot_rect_id()))
 }
+
+/// Where egui memory keeps the figure the current tab drew last (for "Export figure…").
+fn figure_id() -> egui::Id {
+    egui::Id::unique("edgescope_exported_figure")
+}
+
+/// Remembers the figure this frame drew (the export writes exactly what is on screen).
+pub(super) fn remember_figure(ctx: &egui::Context, figure: crate::report::figure::Figure) {
+    ctx.data_mut(|d| d.insert_temp(figure_id(), std::sync::Arc::new(figure)));
+}
+
+/// The figure drawn last, if any.
+pub(super) fn last_figure(ctx: &egui::Context) -> Option<std::sync::Arc<crate::report::figure::Figure>> {
+    ctx.data(|d| d.get_temp(figure_id()))
+}
+
+/// The fonts egui ships (Ubuntu Light, Hack), for drawing the text of PNG figures the same on every machine.
+pub(super) fn figure_fonts() -> Vec<Vec<u8>> {
+    egui::FontDefinitions::default().font_data.values().map(|data| (*data.font).as_ref().to_vec()).collect()
+}
+
+/// Writes `figure` as SVG, or as PNG at twice its size when the file ends in `.png`.
+pub(super) fn write_figure(
+    path: &Path,
+    figure: &crate::report::figure::Figure,
+    fonts: &[Vec<u8>],
+) -> Result<(), String> {
+    let svg = crate::report::figure::to_svg(figure);
+    let is_png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let bytes = if is_png { svg_to_png(&svg, 2.0, fonts)? } else { svg.into_bytes() };
+    write_atomically(path, &bytes).map_err(|e| e.to_string())
+}
+
+/// Rasterises an SVG at `scale` with the given fonts (the first is the sans-serif face).
+pub(super) fn svg_to_png(svg: &str, scale: f32, fonts: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let mut options = usvg::Options::default();
+    let database = options.fontdb_mut();
+    for font in fonts {
+        database.load_font_data(font.clone());
+    }
+    // Generic families resolve to the bundled proportional face (the first one egui lists that is not monospace).
+    let family =
+        database.faces().find(|f| !f.monospaced).and_then(|f| f.families.first().map(|(name, _)| name.clone()));
+    if let Some(family) = family {
+        database.set_sans_serif_family(family.clone());
+        options.font_family = family;
+    }
+    let tree = usvg::Tree::from_str(svg, &options).map_err(|e| format!("the figure is not valid SVG: {e}"))?;
+    let size = tree.size().to_int_size().scale_by(scale).ok_or("the figure has no size")?;
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("the figure is too large")?;
+    resvg::render(&tree, tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| e.to_string())
+}

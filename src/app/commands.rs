@@ -52,6 +52,16 @@ pub enum Command {
     OpenProfileView(String),
     /// Open the "Add early exits…" dialog on a variant.
     OpenExitsDialog(String),
+    /// Turn presentation mode on or off.
+    SetPresentation(bool),
+    /// Latency axes logarithmic or linear.
+    SetLogLatency(bool),
+    /// Put text on the clipboard (the headline card's "Copy").
+    CopyText(String),
+    /// Ask where to export the figure of the current tab (SVG or PNG).
+    PickFigureExport,
+    /// Write the figure last drawn by the current tab: SVG, or PNG at twice its size, by the file's extension.
+    ExportFigure(PathBuf),
     /// Answer the unsaved-changes prompt.
     ResolveUnsaved(UnsavedChoice),
     /// Close the window (after the unsaved-changes prompt, if any).

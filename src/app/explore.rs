@@ -4,12 +4,13 @@
 
 use eframe::egui;
 
-use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, VLine};
 
 use super::state::SavedState;
 use super::world::{JobKind, World};
 use super::{Command, Commands};
 use crate::analysis::{Criterion, Outcome, Policy};
+use crate::report::figure::{self, Figure, Mark, Series};
 
 /// Samples shown in the "changed against the base" grid.
 const CHANGED_SAMPLES_SHOWN: usize = 40;
@@ -195,7 +196,9 @@ fn controls_ui(
                 }
             });
         }
-        super::certify::certified_ui(ui, world, *index, criterion, commands);
+        if !saved.presentation {
+            super::certify::certified_ui(ui, world, *index, criterion, commands);
+        }
         ui.horizontal(|ui| {
             let sweep = &analysis.sweep;
             for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
@@ -207,7 +210,12 @@ fn controls_ui(
                         .send(Command::SetPolicy(selected.to_string(), analysis.prepared.policy_at(&sweep.points[p])));
                 }
             }
-            if ui.button("Verify").on_hover_text("Run the variant really skipping segments at this policy").clicked() {
+            if !saved.presentation
+                && ui
+                    .button("Verify")
+                    .on_hover_text("Run the variant really skipping segments at this policy")
+                    .clicked()
+            {
                 commands.send(Command::Verify);
             }
         });
@@ -312,6 +320,11 @@ fn plots_ui(
     let early = world.session.runs[index].trace.early_exit_count();
     let statics = static_points(world, commands, index, criterion);
 
+    let size_bytes = world.session.variant(selected).map(|v| v.size_bytes);
+    let shown_policy = (early > 0).then_some(policy);
+    let headline =
+        crate::report::headline(selected, shown_policy, outcome, analysis.prepared.base_accuracy(), size_bytes);
+    headline_card_ui(ui, saved, &headline, commands);
     let height = (ui.available_height() / 2.0 - 24.0).max(180.0);
     ui.columns(2, |columns| {
         let ui = &mut columns[0];
@@ -327,43 +340,68 @@ fn plots_ui(
             let certified = analysis.prepared.evaluate(&policy);
             [certified.latency.mean_us / 1000.0, certified.accuracy * 100.0]
         });
-        let response = Plot::new("accuracy_latency")
-            .height(height)
-            .legend(Legend::default())
-            .x_axis_label("mean latency (ms)")
-            .y_axis_label("accuracy (%)")
-            .show(ui, |plot| {
-                if early > 0 {
-                    plot.line(Line::new(format!("{selected} sweep"), PlotPoints::from(curve.clone())));
-                }
-                plot.line(
-                    Line::new("Pareto front", PlotPoints::from(front)).style(egui_plot::LineStyle::dashed_loose()),
-                );
-                for (name, latency, accuracy) in &statics {
-                    plot.points(Points::new(name.clone(), vec![[*latency, *accuracy]]).radius(5.0));
-                }
-                for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
-                    if let Some(p) = point.map(|i| &sweep.points[i]) {
-                        plot.points(
-                            Points::new(label, vec![[p.mean_latency_us / 1000.0, p.accuracy * 100.0]])
-                                .shape(egui_plot::MarkerShape::Diamond)
-                                .radius(6.0),
-                        );
-                    }
-                }
-                if let Some(point) = certified_point {
-                    plot.points(
-                        Points::new("certified", vec![point]).shape(egui_plot::MarkerShape::Square).radius(6.0),
-                    );
-                }
-                plot.points(
-                    Points::new("current", vec![[outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0]])
-                        .shape(egui_plot::MarkerShape::Circle)
-                        .filled(true)
-                        .radius(8.0),
-                );
+        let variant_tags = world.session.variant(selected).map(|v| v.tags.clone()).unwrap_or_default();
+        let mut series = Vec::new();
+        if early > 0 {
+            series.push(Series {
+                name: format!("{selected} sweep"),
+                colour: figure::technique_colour(&variant_tags),
+                mark: Mark::Line,
+                points: curve.iter().map(|p| (p[0], p[1])).collect(),
             });
-        super::capture::remember_plot_rect(ui.ctx(), response.response.rect);
+        }
+        series.push(Series {
+            name: "Pareto front".into(),
+            colour: figure::FRONT_COLOUR,
+            mark: Mark::Dashed,
+            points: front.iter().map(|p| (p[0], p[1])).collect(),
+        });
+        for (name, latency, accuracy) in &statics {
+            let tags = world.session.variant(name).map(|v| v.tags.clone()).unwrap_or_default();
+            series.push(Series {
+                name: name.clone(),
+                colour: figure::technique_colour(&tags),
+                mark: Mark::Dots,
+                points: vec![(*latency, *accuracy)],
+            });
+        }
+        for (label, point, rgb) in
+            [("acc-opt", sweep.acc_opt, [0, 128, 128]), ("inf-opt", analysis.inf_opt(saved.budget_pp), [205, 133, 0])]
+        {
+            if let Some(p) = point.map(|i| &sweep.points[i]) {
+                series.push(Series {
+                    name: label.into(),
+                    colour: rgb,
+                    mark: Mark::Diamonds,
+                    points: vec![(p.mean_latency_us / 1000.0, p.accuracy * 100.0)],
+                });
+            }
+        }
+        if let Some(point) = certified_point {
+            series.push(Series {
+                name: "certified".into(),
+                colour: [46, 139, 87],
+                mark: Mark::Diamonds,
+                points: vec![(point[0], point[1])],
+            });
+        }
+        series.push(Series {
+            name: "current".into(),
+            colour: figure::CURRENT_COLOUR,
+            mark: Mark::Ring,
+            points: vec![(outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0)],
+        });
+        let accuracy_figure = Figure {
+            title: format!("{selected}: accuracy vs mean latency ({})", criterion.name()),
+            x_label: "mean latency (ms)".into(),
+            y_label: "accuracy (%)".into(),
+            log_x: saved.log_latency,
+            series,
+            headline: headline.to_string(),
+        };
+        let response = super::figure_view::plot_figure_ui(ui, "accuracy_latency", &accuracy_figure, height);
+        super::capture::remember_plot_rect(ui.ctx(), response.rect);
+        super::capture::remember_figure(ui.ctx(), accuracy_figure);
 
         let ui = &mut columns[1];
         ui.strong(format!("Exit rate vs threshold ({})", criterion.name()));
@@ -377,11 +415,17 @@ fn plots_ui(
                 for exit in 0..exits.saturating_sub(1) {
                     let points: Vec<[f64; 2]> =
                         sweep.points.iter().map(|p| [p.threshold, p.exit_rates[exit] * 100.0]).collect();
-                    plot.line(Line::new(format!("exit {}", exit + 1), PlotPoints::from(points)));
+                    let exit_colour = super::figure_view::colour(figure::exit_colour(exit));
+                    plot.line(Line::new(format!("exit {}", exit + 1), PlotPoints::from(points)).color(exit_colour));
                 }
                 let total: Vec<[f64; 2]> =
                     sweep.points.iter().map(|p| [p.threshold, p.early_exit_rate * 100.0]).collect();
-                plot.line(Line::new("all early exits", PlotPoints::from(total)));
+                let all_colour = super::figure_view::colour(figure::FINAL_EXIT_COLOUR);
+                plot.line(
+                    Line::new("all early exits", PlotPoints::from(total))
+                        .color(all_colour)
+                        .style(egui_plot::LineStyle::dashed_loose()),
+                );
                 for threshold in &policy.thresholds {
                     plot.vline(VLine::new("current", *threshold));
                 }
@@ -392,7 +436,35 @@ fn plots_ui(
         ui.strong("Predicted latency by exit");
         histogram_ui(ui, per_sample, policy.thresholds.len() + 1, height);
         let ui = &mut columns[1];
-        changed_samples_ui(ui, world, commands, index, per_sample);
+        if !saved.presentation {
+            changed_samples_ui(ui, world, commands, index, per_sample);
+        }
+    });
+}
+
+/// The current operating point in one sentence, large, with copy and figure export.
+fn headline_card_ui(ui: &mut egui::Ui, saved: &SavedState, headline: &str, commands: &mut Commands<'_>) {
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.horizontal_wrapped(|ui| {
+            let size = if saved.presentation { 26.0 } else { 18.0 };
+            ui.label(egui::RichText::new(headline).size(size).strong())
+                .on_hover_text("The current operating point: speed-up and accuracy change against the base, where samples leave, size on disk");
+            if ui.button("Copy").on_hover_text("Copy this line to the clipboard").clicked() {
+                commands.send(Command::CopyText(headline.to_string()));
+            }
+            if !saved.presentation
+                && ui
+                    .button("Export figure…")
+                    .on_hover_text("The accuracy/latency figure with title, axes, legend and this line: SVG, or PNG at 2x")
+                    .clicked()
+            {
+                commands.send(Command::PickFigureExport);
+            }
+            let mut log = saved.log_latency;
+            if ui.checkbox(&mut log, "log latency").on_hover_text("Latency axis on a logarithmic scale").changed() {
+                commands.send(Command::SetLogLatency(log));
+            }
+        });
     });
 }
 
@@ -459,6 +531,7 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], exit_count: usize, hei
             let mut below: Vec<f64> = vec![0.0; bins];
             for (exit, bins_of_exit) in counts.iter().enumerate() {
                 let name = if exit + 1 == exits { "final exit".to_string() } else { format!("exit {}", exit + 1) };
+                let rgb = if exit + 1 == exits { figure::FINAL_EXIT_COLOUR } else { figure::exit_colour(exit) };
                 let bars: Vec<Bar> = bins_of_exit
                     .iter()
                     .enumerate()
@@ -469,7 +542,7 @@ fn histogram_ui(ui: &mut egui::Ui, samples: &[(u8, f32)], exit_count: usize, hei
                 for (b, &c) in bins_of_exit.iter().enumerate() {
                     below[b] += c as f64;
                 }
-                plot.bar_chart(BarChart::new(name, bars));
+                plot.bar_chart(BarChart::new(name, bars).color(super::figure_view::colour(rgb)));
             }
         });
 }

@@ -48,6 +48,35 @@ impl EdgescopeApp {
                 }
                 None => self.apply(Command::PickSessionToSave),
             },
+            Command::SetPresentation(on) => self.saved.presentation = on,
+            Command::SetLogLatency(on) => self.saved.log_latency = on,
+            Command::CopyText(text) => {
+                self.ctx.copy_text(text);
+                world.notice = Some("copied to the clipboard".into());
+            }
+            Command::PickFigureExport => self.dialog(|| {
+                rfd::FileDialog::new()
+                    .set_title("Export the figure (SVG, or PNG at 2x)")
+                    .add_filter("SVG", &["svg"])
+                    .add_filter("PNG", &["png"])
+                    .set_file_name("edgescope-figure.svg")
+                    .save_file()
+                    .map_or(DialogResult::Nothing, DialogResult::ExportFigure)
+            }),
+            Command::ExportFigure(path) => match super::capture::last_figure(&self.ctx) {
+                None => world.error("no figure to export on this tab; open Explore or Compare first"),
+                Some(figure) => {
+                    let fonts = super::capture::figure_fonts();
+                    let spawned = world.loader.spawn(key::written(&path), move || {
+                        let written = super::capture::write_figure(&path, &figure, &fonts)
+                            .map_err(|e| format!("cannot export {}: {e}", path.display()));
+                        Loaded::Written(path, written)
+                    });
+                    if let Err(e) = spawned {
+                        world.error(e);
+                    }
+                }
+            },
             Command::ResolveUnsaved(choice) => {
                 let Some(then) = world.unsaved_prompt.take() else { return };
                 match choice {

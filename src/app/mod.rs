@@ -18,6 +18,7 @@ mod commands;
 mod compare;
 mod exits_dialog;
 mod explore;
+mod figure_view;
 mod handle;
 mod loader;
 mod models;

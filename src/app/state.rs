@@ -62,6 +62,10 @@ pub struct SavedState {
     pub run_limit: usize,
     /// Remote runners the user added (the token stays in its file; only the path is saved).
     pub devices: Vec<DeviceConfig>,
+    /// Presentation mode: light theme, large type, editing controls hidden, full screen.
+    pub presentation: bool,
+    /// Latency axes on a logarithmic scale.
+    pub log_latency: bool,
 }
 
 /// A remote runner as the user configured it.
@@ -90,6 +94,8 @@ impl Default for SavedState {
             run_warmup: crate::runtime::runner::DEFAULT_WARMUP_RUNS,
             run_limit: 0,
             devices: Vec::new(),
+            presentation: false,
+            log_latency: false,
         }
     }
 }

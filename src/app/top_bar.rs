@@ -5,16 +5,34 @@ use eframe::egui;
 use super::commands::UnsavedChoice;
 use super::{Command, Commands, EdgescopeApp, Tab, demo_session_path};
 
+/// Type scale in presentation mode (readable from the back of a room on a 1080p projector).
+pub const PRESENTATION_ZOOM: f32 = 1.4;
+
 impl EdgescopeApp {
     pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands<'_>) {
+        if self.saved.presentation {
+            // Presentation: the tabs and the way out; file and editing controls are hidden.
+            ui.horizontal_wrapped(|ui| {
+                for tab in [Tab::Explore, Tab::Compare] {
+                    if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {
+                        commands.send(Command::SelectTab(tab));
+                    }
+                }
+                ui.separator();
+                if ui.button("Leave presentation (Esc)").clicked() {
+                    commands.send(Command::SetPresentation(false));
+                }
+            });
+            return;
+        }
         ui.horizontal_wrapped(|ui| {
             ui.strong("edgescope");
             ui.separator();
-            if ui.button("Open…").clicked() {
+            if ui.button("Open…").on_hover_text("Open a session (Ctrl+O)").clicked() {
                 commands.send(Command::PickSessionToOpen);
             }
             let save_label = if self.world.dirty { "Save*" } else { "Save" };
-            if ui.button(save_label).clicked() {
+            if ui.button(save_label).on_hover_text("Save the session (Ctrl+S)").clicked() {
                 commands.send(Command::SaveSession);
             }
             if ui.button("Save as…").clicked() {
@@ -56,6 +74,15 @@ impl EdgescopeApp {
                 }
             }
             ui.separator();
+            if ui
+                .button("Present")
+                .on_hover_text(
+                    "Presentation mode: light theme, large type, controls hidden, full screen (F11; Esc leaves)",
+                )
+                .clicked()
+            {
+                commands.send(Command::SetPresentation(true));
+            }
             let name = self.world.session_path.as_ref().map_or("unsaved session".into(), |p| p.display().to_string());
             ui.weak(name);
         });
@@ -73,7 +100,7 @@ impl EdgescopeApp {
         if let Some(notice) = &self.world.notice {
             ui.weak(notice);
         }
-        if !self.saved.hint_dismissed {
+        if !self.saved.hint_dismissed && !self.saved.presentation {
             ui.horizontal_wrapped(|ui| {
                 ui.label(
                     "Start here: pick an early-exit variant in Explore and drag its exit threshold — accuracy, exit \
@@ -96,6 +123,22 @@ impl EdgescopeApp {
         }
         if ctx.input_mut(|i| i.consume_shortcut(&open)) {
             self.pending.push(Command::PickSessionToOpen);
+        }
+        if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::F11)) {
+            self.pending.push(Command::SetPresentation(!self.saved.presentation));
+        }
+        if self.saved.presentation && ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Escape)) {
+            self.pending.push(Command::SetPresentation(false));
+        }
+        // The theme follows presentation mode: light, larger type and full screen while presenting.
+        if self.world.presentation_applied != Some(self.saved.presentation) {
+            let on = self.saved.presentation;
+            ctx.set_visuals(if on { egui::Visuals::light() } else { egui::Visuals::dark() });
+            ctx.set_zoom_factor(if on { PRESENTATION_ZOOM } else { 1.0 });
+            if self.world.presentation_applied.is_some() {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Fullscreen(on));
+            }
+            self.world.presentation_applied = Some(on);
         }
         if ctx.input(|i| i.viewport().close_requested()) && self.world.dirty && !self.world.quitting {
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);

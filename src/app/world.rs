@@ -140,6 +140,8 @@ pub enum DialogResult {
     ExportTables(PathBuf, crate::report::Format),
     /// Where to save a captured plot.
     ExportPlot(PathBuf),
+    /// Where to export the annotated figure.
+    ExportFigure(PathBuf),
     /// The dialog returned nothing (cancelled, or no dialog service).
     Nothing,
 }
@@ -179,6 +181,8 @@ pub struct World {
     pub unsaved_prompt: Option<super::Command>,
     /// The user chose to quit (the window may close even with unsaved changes).
     pub quitting: bool,
+    /// The presentation setting the theme was last set for (`None` before the first frame).
+    pub presentation_applied: Option<bool>,
     /// Errors to show, each once until dismissed.
     pub errors: Vec<String>,
     /// A short informational message.
@@ -252,6 +256,7 @@ impl Default for World {
             after_save: None,
             unsaved_prompt: None,
             quitting: false,
+            presentation_applied: None,
             errors: Vec::new(),
             notice: None,
             jobs: Vec::new(),
