@@ -120,7 +120,7 @@ impl EdgescopeApp {
                     self.world.opening = None;
                 }
                 match result {
-                    Ok(session) => self.session_opened(path, *session),
+                    Ok((session, telling)) => self.session_opened(path, *session, telling),
                     Err(e) => self.world.error(e),
                 }
             }

@@ -7,10 +7,22 @@ use eframe::egui;
 use super::{Command, EdgescopeApp, Tab};
 use crate::session::write_atomically;
 
-/// Takes the README's screenshots: shows each tab, waits for it to settle, captures the window, then closes.
+/// One screenshot: what to show, and the file.
+#[derive(Clone, Copy)]
+enum Shot {
+    /// A tab, as it looks at work.
+    Tab(Tab),
+    /// A tab in presentation mode.
+    Presenting(Tab),
+    /// The Explore figure exported as PNG (not a window capture).
+    Figure,
+}
+
+/// Takes the README's screenshots: shows each tab (and presentation mode), waits for it to settle, captures the
+/// window, exports the Explore figure, then closes.
 pub struct ScreenshotScript {
     directory: PathBuf,
-    steps: Vec<(Tab, &'static str)>,
+    steps: Vec<(Shot, &'static str)>,
     frames_on_step: u32,
     waiting_for_capture: bool,
 }
@@ -21,10 +33,12 @@ impl ScreenshotScript {
         Self {
             directory,
             steps: vec![
-                (Tab::Explore, "explore.png"),
-                (Tab::Compare, "compare.png"),
-                (Tab::Models, "models.png"),
-                (Tab::Runs, "runs.png"),
+                (Shot::Tab(Tab::Explore), "explore.png"),
+                (Shot::Tab(Tab::Compare), "compare.png"),
+                (Shot::Tab(Tab::Models), "models.png"),
+                (Shot::Tab(Tab::Runs), "runs.png"),
+                (Shot::Figure, "figure.png"),
+                (Shot::Presenting(Tab::Explore), "presentation.png"),
             ],
             frames_on_step: 0,
             waiting_for_capture: false,
@@ -55,19 +69,29 @@ impl EdgescopeApp {
             return;
         }
         self.world.notice = None;
-        let Some(&(tab, file)) = script.steps.first() else {
+        let Some(&(shot, file)) = script.steps.first() else {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
             return;
         };
-        if self.saved.tab != tab {
-            self.saved.tab = tab;
+        let (tab, presenting) = match shot {
+            Shot::Tab(tab) => (tab, false),
+            Shot::Presenting(tab) => (tab, true),
+            Shot::Figure => (Tab::Explore, false),
+        };
+        self.saved.tab = tab;
+        self.saved.presentation = presenting;
+        // Background work (the trace's analysis, thumbnails) must be in before the capture.
+        if !self.world.loader.any_busy() {
+            script.frames_on_step += 1;
         }
-        script.frames_on_step += 1;
         // A few frames let plots lay out and textures upload before the capture.
         if script.frames_on_step >= 10 {
             script.waiting_for_capture = true;
             let path = script.directory.join(file);
-            self.pending.push(Command::CaptureViewport(path, false));
+            match shot {
+                Shot::Figure => self.pending.push(Command::ExportFigure(path)),
+                _ => self.pending.push(Command::CaptureViewport(path, false)),
+            }
         }
         ctx.request_repaint();
     }

@@ -325,7 +325,7 @@ fn plots_ui(
     let headline =
         crate::report::headline(selected, shown_policy, outcome, analysis.prepared.base_accuracy(), size_bytes);
     headline_card_ui(ui, saved, &headline, commands);
-    let height = (ui.available_height() / 2.0 - 24.0).max(180.0);
+    let height = (ui.available_height() / 2.0 - 48.0).max(160.0);
     ui.columns(2, |columns| {
         let ui = &mut columns[0];
         ui.strong("Accuracy vs mean latency");
@@ -348,6 +348,7 @@ fn plots_ui(
                 colour: figure::technique_colour(&variant_tags),
                 mark: Mark::Line,
                 points: curve.iter().map(|p| (p[0], p[1])).collect(),
+                labels: Vec::new(),
             });
         }
         series.push(Series {
@@ -355,6 +356,7 @@ fn plots_ui(
             colour: figure::FRONT_COLOUR,
             mark: Mark::Dashed,
             points: front.iter().map(|p| (p[0], p[1])).collect(),
+            labels: Vec::new(),
         });
         for (name, latency, accuracy) in &statics {
             let tags = world.session.variant(name).map(|v| v.tags.clone()).unwrap_or_default();
@@ -363,6 +365,7 @@ fn plots_ui(
                 colour: figure::technique_colour(&tags),
                 mark: Mark::Dots,
                 points: vec![(*latency, *accuracy)],
+                labels: Vec::new(),
             });
         }
         for (label, point, rgb) in
@@ -374,6 +377,7 @@ fn plots_ui(
                     colour: rgb,
                     mark: Mark::Diamonds,
                     points: vec![(p.mean_latency_us / 1000.0, p.accuracy * 100.0)],
+                    labels: Vec::new(),
                 });
             }
         }
@@ -383,6 +387,7 @@ fn plots_ui(
                 colour: [46, 139, 87],
                 mark: Mark::Diamonds,
                 points: vec![(point[0], point[1])],
+                labels: Vec::new(),
             });
         }
         series.push(Series {
@@ -390,6 +395,7 @@ fn plots_ui(
             colour: figure::CURRENT_COLOUR,
             mark: Mark::Ring,
             points: vec![(outcome.latency.mean_us / 1000.0, outcome.accuracy * 100.0)],
+            labels: Vec::new(),
         });
         let accuracy_figure = Figure {
             title: format!("{selected}: accuracy vs mean latency ({})", criterion.name()),
@@ -446,7 +452,7 @@ fn plots_ui(
 fn headline_card_ui(ui: &mut egui::Ui, saved: &SavedState, headline: &str, commands: &mut Commands<'_>) {
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
-            let size = if saved.presentation { 26.0 } else { 18.0 };
+            let size = if saved.presentation { 20.0 } else { 17.0 };
             ui.label(egui::RichText::new(headline).size(size).strong())
                 .on_hover_text("The current operating point: speed-up and accuracy change against the base, where samples leave, size on disk");
             if ui.button("Copy").on_hover_text("Copy this line to the clipboard").clicked() {

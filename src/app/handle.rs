@@ -29,8 +29,12 @@ impl EdgescopeApp {
             Command::OpenSession(path) => {
                 world.opening = Some(path.clone());
                 let key = key::session(&path);
+                let criterion = self.saved.criterion;
                 let spawned = world.loader.spawn(key, move || {
-                    let loaded = Session::load(&path).map(Box::new).map_err(|e| e.to_string());
+                    let loaded = Session::load(&path).map_err(|e| e.to_string()).map(|session| {
+                        let telling = world::most_telling(&session, criterion);
+                        (Box::new(session), telling)
+                    });
                     Loaded::Session(path, loaded)
                 });
                 if let Err(e) = spawned {
@@ -342,13 +346,21 @@ impl EdgescopeApp {
     }
 
     /// Installs a session a worker read.
-    pub(super) fn session_opened(&mut self, path: PathBuf, session: Session) {
+    pub(super) fn session_opened(&mut self, path: PathBuf, session: Session, telling: Option<(String, Policy)>) {
         let world = &mut self.world;
         world.set_session(session, Some(path.clone()));
         self.saved.remember_session(path);
         let selected_ok = self.saved.selected_variant.as_ref().is_some_and(|v| world.run_index(v).is_some());
         if !selected_ok {
-            self.saved.selected_variant = first_early_exit_variant(world);
+            // A fresh start opens on the variant and operating point that show the most (the session's own
+            // thresholds win when it has them); the choice is a view, not a change to save.
+            match telling {
+                Some((variant, policy)) => {
+                    world.session.policies.entry(variant.clone()).or_insert(policy);
+                    self.saved.selected_variant = Some(variant);
+                }
+                None => self.saved.selected_variant = first_early_exit_variant(world),
+            }
         }
     }
 

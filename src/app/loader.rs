@@ -18,6 +18,9 @@ use crate::session::Session;
 /// Results waiting to be drained at most; a worker whose result finds the channel full waits for the next frame.
 const CHANNEL_CAPACITY: usize = 64;
 
+/// A session read from its file, with the variant (and inf-opt policy) that shows the most on opening.
+pub type OpenedSession = (Box<Session>, Option<(String, crate::analysis::Policy)>);
+
 /// One file picked or dropped, opened.
 pub enum OpenedFile {
     /// A model or manifest.
@@ -28,8 +31,8 @@ pub enum OpenedFile {
 
 /// What a background task produced.
 pub enum Loaded {
-    /// A session file was read.
-    Session(PathBuf, Result<Box<Session>, String>),
+    /// A session file was read, with the variant (and inf-opt policy) that shows the most on opening.
+    Session(PathBuf, Result<OpenedSession, String>),
     /// A session was written; `revision` is the world revision it holds (later changes keep it dirty).
     Saved(PathBuf, u64, Result<(), String>),
     /// Dropped or picked files, each opened or its error (which names the file).

@@ -543,3 +543,27 @@ pub fn analyse(session: &Session, index: usize) -> Vec<(Criterion, Arc<Analysis>
         })
         .collect()
 }
+
+/// The early-exit variant that shows the most on opening, and its inf-opt policy: the largest speed-up over its
+/// own no-exit latency at inf-opt (default budget) among complete early-exit traces compared with a base. Runs on
+/// the worker that opens the session.
+pub fn most_telling(session: &Session, criterion: Criterion) -> Option<(String, Policy)> {
+    let mut best: Option<(f64, String, Policy)> = None;
+    for run in &session.runs {
+        if run.trace.early_exit_count() == 0 || !run.info.complete || session.is_calibration_run(run) {
+            continue;
+        }
+        let prepared = crate::report::prepare(session, run, criterion);
+        let sweep = &prepared.sweep(&ThresholdGrid::Quantiles(APP_SWEEP_POINTS), crate::analysis::DEFAULT_BUDGET_PP);
+        let Some(point) = sweep.inf_opt.map(|i| &sweep.points[i]) else { continue };
+        let slowest = sweep.points.iter().map(|p| p.mean_latency_us).fold(0.0, f64::max);
+        if !sweep.has_base || point.mean_latency_us <= 0.0 || point.early_exit_rate < 0.2 {
+            continue;
+        }
+        let speedup = slowest / point.mean_latency_us;
+        if best.as_ref().is_none_or(|(b, _, _)| speedup > *b) {
+            best = Some((speedup, run.info.variant.clone(), prepared.policy_at(point)));
+        }
+    }
+    best.map(|(_, variant, policy)| (variant, policy))
+}

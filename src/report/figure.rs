@@ -24,6 +24,23 @@ pub fn technique_colour(tags: &[String]) -> Rgb {
     }
 }
 
+/// The technique of a variant, from its tags, as the study names it (the legend groups by it).
+pub fn technique_label(tags: &[String]) -> &'static str {
+    let has = |t: &str| tags.iter().any(|x| x == t);
+    let early_exit = has("ee");
+    match () {
+        _ if (has("base") || has("float")) && !early_exit => "base",
+        _ if has("ptq") && early_exit => "PTQ-EE",
+        _ if has("dq") && early_exit => "DQ-EE",
+        _ if has("prune") && early_exit => "PRUNE-EE",
+        _ if has("ptq") => "PTQ",
+        _ if has("dq") => "DQ",
+        _ if has("prune") => "pruned",
+        _ if early_exit => "EE",
+        _ => "other",
+    }
+}
+
 /// The colour of exit `index` (0 = first early exit); the final exit is [`FINAL_EXIT_COLOUR`].
 pub fn exit_colour(index: usize) -> Rgb {
     const EXITS: [Rgb; 6] =
@@ -64,6 +81,8 @@ pub struct Series {
     pub mark: Mark,
     /// (x, y) points.
     pub points: Vec<(f64, f64)>,
+    /// What each point is (shown on hover; empty when the series name says it).
+    pub labels: Vec<String>,
 }
 
 /// A figure: what the app shows, for a slide.
@@ -350,12 +369,14 @@ mod tests {
                     colour: exit_colour(0),
                     mark: Mark::Line,
                     points: vec![(1.0, 90.0), (2.0, 93.0)],
+                    labels: Vec::new(),
                 },
                 Series {
                     name: "base <float>".into(),
                     colour: technique_colour(&["base".into()]),
                     mark: Mark::Dots,
                     points: vec![(2.5, 93.5)],
+                    labels: Vec::new(),
                 },
             ],
             headline: "1.61x faster, -1.00 pp".into(),
