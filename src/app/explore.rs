@@ -125,14 +125,17 @@ fn controls_ui(
     let criterion = saved.criterion;
     egui::ComboBox::from_label("criterion").selected_text(criterion.name()).show_ui(ui, |ui| {
         for c in Criterion::ALL {
-            if ui.selectable_label(c == criterion, c.name()).clicked() {
+            if ui.selectable_label(c == criterion, c.name()).on_hover_text(criterion_help(c)).clicked() {
                 commands.send(Command::SetCriterion(c));
             }
         }
     });
     let mut budget = saved.budget_pp;
     ui.horizontal(|ui| {
-        let label = ui.label("inf-opt accuracy budget (pp)");
+        let label = ui.label("inf-opt accuracy budget (pp)").on_hover_text(
+            "inf-opt is the fastest operating point whose accuracy is at most this many percentage points below \
+             the base's (the study's inf-opt); acc-opt is the most accurate one",
+        );
         let budget_box = egui::DragValue::new(&mut budget).range(0.0..=100.0).speed(0.05).max_decimals(2);
         if ui.add(budget_box).labelled_by(label.id).changed() {
             commands.send(Command::SetBudget(budget));
@@ -203,7 +206,12 @@ fn controls_ui(
             let sweep = &analysis.sweep;
             for (label, point) in [("acc-opt", sweep.acc_opt), ("inf-opt", analysis.inf_opt(saved.budget_pp))] {
                 let enabled = point.is_some();
-                if ui.add_enabled(enabled, egui::Button::new(format!("Set {label}"))).clicked()
+                let help = if label == "acc-opt" {
+                    "Thresholds of the most accurate point of the sweep (ties: the fastest)"
+                } else {
+                    "Thresholds of the fastest point within the accuracy budget"
+                };
+                if ui.add_enabled(enabled, egui::Button::new(format!("Set {label}"))).on_hover_text(help).clicked()
                     && let Some(p) = point
                 {
                     commands
@@ -231,28 +239,40 @@ fn controls_ui(
 fn readouts_ui(ui: &mut egui::Ui, outcome: &Outcome, base_accuracy: Option<f64>) {
     let delta =
         base_accuracy.map_or(String::new(), |b| format!(" ({:+.2} pp vs base)", (outcome.accuracy - b) * 100.0));
-    ui.label(format!("Accuracy: {}{delta}", percent(outcome.accuracy)));
+    ui.label(format!("Accuracy: {}{delta}", percent(outcome.accuracy)))
+        .on_hover_text("Top-1 accuracy against the true labels at these thresholds, and its change against the base");
     if let Some(top5) = outcome.top5_accuracy {
-        ui.label(format!("Top-5 accuracy: {}", percent(top5)));
+        ui.label(format!("Top-5 accuracy: {}", percent(top5)))
+            .on_hover_text("Share of samples whose true label is among the 5 most probable classes");
     }
     if let (Some(label), Some(probability)) = (outcome.label_loyalty, outcome.probability_loyalty) {
-        ui.label(format!("Label loyalty: {}", percent(label)));
+        ui.label(format!("Label loyalty: {}", percent(label)))
+            .on_hover_text("Share of samples given the same top-1 label as the base model, right or wrong");
         let figure = crate::report::probability_loyalty_percent(Some(probability), outcome.probability_loyalty_error);
-        ui.label(format!("Probability loyalty: {figure} %"))
-            .on_hover_text("≈: an estimate from the top classes the trace keeps, ± the most it can be off");
+        ui.label(format!("Probability loyalty: {figure} %")).on_hover_text(
+            "How close the output distribution stays to the base's: the mean over samples of 1 - sqrt(JSD), the \
+             Jensen-Shannon divergence in bits (Xu et al., 2021). ≈: an estimate from the top classes the trace \
+             keeps, ± the most it can be off",
+        );
     }
     let exits = outcome.exit_rates.len();
     for (exit, rate) in outcome.exit_rates.iter().enumerate() {
         let name = if exit + 1 == exits { "final".to_string() } else { format!("exit {}", exit + 1) };
-        ui.label(format!("Exit rate, {name}: {}", percent(*rate)));
+        ui.label(format!("Exit rate, {name}: {}", percent(*rate)))
+            .on_hover_text("Share of samples that leave at this exit (the final exit takes the rest)");
     }
-    ui.label(format!("Predicted mean latency: {:.3} ms", outcome.latency.mean_us / 1000.0));
-    ui.label(format!("Predicted p99 latency: {:.3} ms", outcome.latency.p99_us / 1000.0));
+    ui.label(format!("Predicted mean latency: {:.3} ms", outcome.latency.mean_us / 1000.0)).on_hover_text(
+        "Mean inference latency predicted from the trace: each sample's measured segment times up to its exit",
+    );
+    ui.label(format!("Predicted p99 latency: {:.3} ms", outcome.latency.p99_us / 1000.0))
+        .on_hover_text("99th percentile of the predicted per-sample latency");
     if let Some(speedup) = outcome.speedup {
-        ui.label(format!("Speed-up vs base: {speedup:.2}x"));
+        ui.label(format!("Speed-up vs base: {speedup:.2}x"))
+            .on_hover_text("The base's mean latency divided by this mean latency, same dataset and device");
     }
     if let (Some(early), Some(last)) = (outcome.early_exit_mean_latency_us, outcome.final_exit_mean_latency_us) {
-        ui.label(format!("Early / final exit latency: {:.3} / {:.3} ms", early / 1000.0, last / 1000.0));
+        ui.label(format!("Early / final exit latency: {:.3} / {:.3} ms", early / 1000.0, last / 1000.0))
+            .on_hover_text("Mean latency of the samples that left early, and of those that ran to the final exit");
     }
 }
 
@@ -446,6 +466,18 @@ fn plots_ui(
             changed_samples_ui(ui, world, commands, index, per_sample);
         }
     });
+}
+
+/// What a criterion measures, for its tooltip.
+fn criterion_help(criterion: Criterion) -> &'static str {
+    match criterion {
+        Criterion::Entropy => {
+            "Entropy of the exit's softmax, in nats (the study's criterion): a sample leaves when it is low"
+        }
+        Criterion::NormalizedEntropy => "Entropy divided by ln(classes), 0..1: comparable across class counts",
+        Criterion::MaxProbability => "Largest softmax probability: a sample leaves when it is high",
+        Criterion::Margin => "Difference between the two largest probabilities: a sample leaves when it is high",
+    }
 }
 
 /// The current operating point in one sentence, large, with copy and figure export.
