@@ -76,7 +76,6 @@ impl EdgescopeApp {
                 DialogResult::Open(path) => self.pending.push(Command::OpenSession(path)),
                 DialogResult::SaveAs(path) => self.pending.push(Command::SaveSessionAs(path)),
                 DialogResult::ExportTables(path, format) => self.pending.push(Command::ExportTables(path, format)),
-                DialogResult::ExportPlot(path) => self.pending.push(Command::CaptureViewport(path, true)),
                 DialogResult::ExportFigure(path) => self.pending.push(Command::ExportFigure(path)),
                 DialogResult::Nothing => {
                     // Whatever waited for a save (open, quit) waits no more.
@@ -89,12 +88,10 @@ impl EdgescopeApp {
                 }
             }
         }
-        while let Ok((path, region, image)) = self.world.captures.1.try_recv() {
-            // Cropping and PNG encoding run on a worker; the capture counts as done when the file is written.
-            let pixels_per_point = ctx.pixels_per_point();
+        while let Ok((path, image)) = self.world.captures.1.try_recv() {
+            // PNG encoding runs on a worker; the capture counts as done when the file is written.
             let spawned = self.world.loader.spawn(key::written(&path), move || {
-                let written = save_capture(&path, region, pixels_per_point, &image)
-                    .map_err(|e| format!("cannot save {}: {e}", path.display()));
+                let written = save_capture(&path, &image).map_err(|e| format!("cannot save {}: {e}", path.display()));
                 Loaded::Written(path, written)
             });
             if let Err(e) = spawned {

@@ -90,58 +90,21 @@ impl EdgescopeApp {
             let path = script.directory.join(file);
             match shot {
                 Shot::Figure => self.pending.push(Command::ExportFigure(path)),
-                _ => self.pending.push(Command::CaptureViewport(path, false)),
+                _ => self.pending.push(Command::CaptureViewport(path)),
             }
         }
         ctx.request_repaint();
     }
 }
 
-/// Saves a viewport capture (optionally cropped to `region`, in points) as PNG.
-pub(super) fn save_capture(
-    path: &Path,
-    region: Option<egui::Rect>,
-    pixels_per_point: f32,
-    image: &egui::ColorImage,
-) -> Result<(), String> {
+/// Saves a viewport capture as PNG.
+pub(super) fn save_capture(path: &Path, image: &egui::ColorImage) -> Result<(), String> {
     let [width, height] = image.size;
-    let (x0, y0, x1, y1) = match region {
-        Some(r) => (
-            ((r.min.x * pixels_per_point) as usize).min(width),
-            ((r.min.y * pixels_per_point) as usize).min(height),
-            ((r.max.x * pixels_per_point).ceil() as usize).min(width),
-            ((r.max.y * pixels_per_point).ceil() as usize).min(height),
-        ),
-        None => (0, 0, width, height),
-    };
-    if x1 <= x0 || y1 <= y0 {
-        return Err("the region to capture is empty".into());
-    }
-    let mut rgba = Vec::with_capacity((x1 - x0) * (y1 - y0) * 4);
-    for y in y0..y1 {
-        for x in x0..x1 {
-            rgba.extend_from_slice(&image.pixels[y * width + x].to_array());
-        }
-    }
-    let buffer = image::RgbaImage::from_raw((x1 - x0) as u32, (y1 - y0) as u32, rgba).ok_or("bad image size")?;
+    let rgba: Vec<u8> = image.pixels.iter().flat_map(|p| p.to_array()).collect();
+    let buffer = image::RgbaImage::from_raw(width as u32, height as u32, rgba).ok_or("bad image size")?;
     let mut png = Vec::new();
     buffer.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| e.to_string())?;
     write_atomically(path, &png).map_err(|e| e.to_string())
-}
-
-/// Where egui memory keeps the rectangle of the plot "Save plot as PNG" crops to.
-fn plot_rect_id() -> egui::Id {
-    egui::Id::unique("edgescope_exported_plot_rect")
-}
-
-/// Remembers where the exportable plot was drawn this frame (points).
-pub(super) fn remember_plot_rect(ctx: &egui::Context, rect: egui::Rect) {
-    ctx.data_mut(|d| d.insert_temp(plot_rect_id(), rect));
-}
-
-/// Where the exportable plot was drawn last, if any.
-pub(super) fn plot_rect(ctx: &egui::Context) -> Option<egui::Rect> {
-    ctx.data(|d| d.get_temp(plot_rect_id()))
 }
 
 /// Where egui memory keeps the figure the current tab drew last (for "Export figure…").

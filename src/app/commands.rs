@@ -99,10 +99,8 @@ pub enum Command {
     PickTableExport(Format),
     /// Write the tables.
     ExportTables(PathBuf, Format),
-    /// Ask where to save the accuracy/latency plot as PNG.
-    PickPlotExport,
-    /// Capture the viewport (cropped to the plot when `crop` is set) into a PNG.
-    CaptureViewport(PathBuf, bool),
+    /// Capture the whole viewport into a PNG (the README's screenshots).
+    CaptureViewport(PathBuf),
     /// Add (or replace) a remote runner.
     AddDevice(state::DeviceConfig),
     /// Forget a remote runner.

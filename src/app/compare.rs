@@ -233,10 +233,7 @@ fn scatter_ui(ui: &mut egui::Ui, saved: &SavedState, rows: &[Row]) {
         for (column, (figure, id)) in [(&latency, "scatter_latency"), (&size, "scatter_size")].into_iter().enumerate() {
             let ui = &mut columns[column];
             ui.strong(&figure.title);
-            let response = super::figure_view::plot_figure_ui(ui, id, figure, height);
-            if column == 0 {
-                super::capture::remember_plot_rect(ui.ctx(), response.rect);
-            }
+            super::figure_view::plot_figure_ui(ui, id, figure, height);
         }
     });
     super::capture::remember_figure(ui.ctx(), latency);

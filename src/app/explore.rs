@@ -425,8 +425,7 @@ fn plots_ui(
             series,
             headline: headline.to_string(),
         };
-        let response = super::figure_view::plot_figure_ui(ui, "accuracy_latency", &accuracy_figure, height);
-        super::capture::remember_plot_rect(ui.ctx(), response.rect);
+        super::figure_view::plot_figure_ui(ui, "accuracy_latency", &accuracy_figure, height);
         super::capture::remember_figure(ui.ctx(), accuracy_figure);
 
         let ui = &mut columns[1];

@@ -4,7 +4,7 @@
 use eframe::egui;
 use egui_plot::{Line, MarkerShape, Plot, PlotPoints, Points};
 
-use crate::report::figure::{Figure, Mark, Rgb};
+use crate::report::figure::{self, Figure, Mark, Rgb};
 
 /// An sRGB triple as an egui colour.
 pub fn colour(rgb: Rgb) -> egui::Color32 {
@@ -12,24 +12,8 @@ pub fn colour(rgb: Rgb) -> egui::Color32 {
 }
 
 /// A series colour on screen: black (the Pareto front on white paper) becomes the theme's strong text colour.
-fn on_screen(ui: &egui::Ui, rgb: Rgb) -> egui::Color32 {
-    if rgb == crate::report::figure::FRONT_COLOUR { ui.visuals().strong_text_color() } else { colour(rgb) }
-}
-
-/// The round step (1, 2, 2.5 or 5 times a power of ten) at or above `raw`.
-fn nice_step(raw: f64) -> f64 {
-    if !(raw.is_finite() && raw > 0.0) {
-        return 1.0;
-    }
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude)
-}
-
-/// A tick label without trailing zeros: 0.25, 1, 12.5.
-fn tick_text(value: f64) -> String {
-    let text = format!("{value:.3}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    if text == "-0" { "0".into() } else { text.to_string() }
+fn on_screen(front_colour: egui::Color32, rgb: Rgb) -> egui::Color32 {
+    if rgb == figure::FRONT_COLOUR { front_colour } else { colour(rgb) }
 }
 
 /// The legend of a figure under its plot (never over the data or a table): a coloured mark and a name per
@@ -48,7 +32,11 @@ fn legend_ui(ui: &mut egui::Ui, figure: &Figure) {
             let body = egui::TextStyle::Body.resolve(ui.style());
             let text_colour = ui.visuals().text_color();
             let mark_font = egui::FontId::new(body.size * 1.3, body.family.clone());
-            job.append(mark, 0.0, egui::TextFormat::simple(mark_font, on_screen(ui, series.colour)));
+            job.append(
+                mark,
+                0.0,
+                egui::TextFormat::simple(mark_font, on_screen(ui.visuals().strong_text_color(), series.colour)),
+            );
             job.append(&series.name, 4.0, egui::TextFormat::simple(body, text_colour));
             ui.label(job);
             ui.add_space(6.0);
@@ -57,14 +45,13 @@ fn legend_ui(ui: &mut egui::Ui, figure: &Figure) {
 }
 
 /// Draws `figure` in a plot `height` points high, its legend underneath; hovering a point names it and shows its
-/// value. Returns the plot's response.
-pub fn plot_figure_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) -> egui::Response {
-    let response = plot_only_ui(ui, id, figure, height);
+/// value.
+pub fn plot_figure_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) {
+    plot_only_ui(ui, id, figure, height);
     legend_ui(ui, figure);
-    response
 }
 
-fn plot_only_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) -> egui::Response {
+fn plot_only_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) {
     let log_x = figure.log_x;
     // A logarithmic axis is drawn as log10 of the value, with tick labels turned back into values.
     let x_of = move |x: f64| if log_x { x.max(1e-9).log10() } else { x };
@@ -87,18 +74,17 @@ fn plot_only_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) -> eg
         });
     // Every labelled grid mark gets its value (the default leaves a short latency axis with a single label).
     plot = if log_x {
-        plot.x_axis_formatter(|mark, _range| tick_text(10f64.powf(mark.value)))
+        plot.x_axis_formatter(|mark, _range| figure::tick_label(10f64.powf(mark.value)))
     } else {
         // About six labelled steps of 1, 2, 2.5 or 5 times a power of ten across the visible range.
-        plot.x_axis_formatter(|mark, _range| tick_text(mark.value)).x_grid_spacer(egui_plot::uniform_grid_spacer(
-            |input| {
-                let step = nice_step((input.bounds.1 - input.bounds.0) / 6.0);
+        plot.x_axis_formatter(|mark, _range| figure::tick_label(mark.value)).x_grid_spacer(
+            egui_plot::uniform_grid_spacer(|input| {
+                let step = figure::nice_step((input.bounds.1 - input.bounds.0) / 6.0);
                 [step / 5.0, step, step * 5.0]
-            },
-        ))
+            }),
+        )
     };
     let front_colour = ui.visuals().strong_text_color();
-    let on_screen = move |rgb: Rgb| if rgb == crate::report::figure::FRONT_COLOUR { front_colour } else { colour(rgb) };
     plot.show(ui, |plot_ui| {
         for series in &figure.series {
             let points: Vec<[f64; 2]> = series
@@ -107,7 +93,7 @@ fn plot_only_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) -> eg
                 .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
                 .map(|&(x, y)| [x_of(x), y])
                 .collect();
-            let c = on_screen(series.colour);
+            let c = on_screen(front_colour, series.colour);
             let name = series.name.clone();
             match series.mark {
                 Mark::Line => plot_ui.line(Line::new(name, PlotPoints::from(points)).color(c).width(2.0)),
@@ -125,6 +111,5 @@ fn plot_only_ui(ui: &mut egui::Ui, id: &str, figure: &Figure, height: f32) -> eg
                     .points(Points::new(name, points).color(c).radius(9.0).shape(MarkerShape::Circle).filled(false)),
             }
         }
-    })
-    .response
+    });
 }

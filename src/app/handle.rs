@@ -237,11 +237,8 @@ impl EdgescopeApp {
                 })
             }
             Command::ExportTables(path, format) => {
-                let options = crate::report::ReportOptions {
-                    criterion: self.saved.criterion,
-                    budget_pp: self.saved.budget_pp,
-                    ..crate::report::ReportOptions::default()
-                };
+                let options = self.report_options();
+                let world = &mut self.world;
                 let session = world.snapshot();
                 let spawned = world.loader.spawn(key::written(&path), move || {
                     let rows = crate::report::rows(&session, &options);
@@ -256,19 +253,11 @@ impl EdgescopeApp {
                     world.error(e);
                 }
             }
-            Command::PickPlotExport => self.dialog(|| {
-                rfd::FileDialog::new()
-                    .set_title("Save the plot as PNG")
-                    .set_file_name("edgescope-plot.png")
-                    .save_file()
-                    .map_or(DialogResult::Nothing, DialogResult::ExportPlot)
-            }),
-            Command::CaptureViewport(path, crop) => {
-                let region = if crop { super::capture::plot_rect(&self.ctx) } else { None };
+            Command::CaptureViewport(path) => {
                 let sender = world.captures.0.clone();
                 let ctx = self.ctx.clone();
                 self.ctx.request_screenshot(move |image| {
-                    let _ = sender.try_send((path, region, image));
+                    let _ = sender.try_send((path, image));
                     ctx.request_repaint();
                 });
             }
@@ -532,7 +521,7 @@ impl EdgescopeApp {
 /// whose address the trace records.
 pub(super) fn trace_device(devices: &[super::state::DeviceConfig], runner: Option<&str>) -> Result<String, String> {
     let Some(runner) = runner else { return Ok(world::THIS_MACHINE.to_string()) };
-    let bare = |address: &str| address.trim().trim_start_matches("tcp://").to_string();
+    let bare = |address: &str| crate::net::client::parse_address(address.trim());
     devices.iter().find(|d| bare(&d.address) == bare(runner)).map(|d| d.name.clone()).ok_or_else(|| {
         format!(
             "its trace was measured on the runner at {runner}, which is not among the devices; add it in Runs \

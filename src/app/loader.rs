@@ -71,11 +71,6 @@ impl Loader {
         self.ctx = Some(ctx);
     }
 
-    /// True while a task with this key runs.
-    pub fn is_busy(&self, key: &str) -> bool {
-        self.in_flight.contains(key)
-    }
-
     /// True while any task runs (tests wait for this to settle).
     pub fn any_busy(&self) -> bool {
         !self.in_flight.is_empty()

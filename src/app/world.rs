@@ -138,8 +138,6 @@ pub enum DialogResult {
     SaveAs(PathBuf),
     /// Where to export the tables.
     ExportTables(PathBuf, crate::report::Format),
-    /// Where to save a captured plot.
-    ExportPlot(PathBuf),
     /// Where to export the annotated figure.
     ExportFigure(PathBuf),
     /// The dialog returned nothing (cancelled, or no dialog service).
@@ -149,8 +147,8 @@ pub enum DialogResult {
 /// A device probe's answer: the device name and its record or the error.
 pub type Probe = (String, Result<crate::runtime::DeviceRecord, String>);
 
-/// A viewport capture on its way to a file: the file, the region to crop (points), the pixels.
-pub type Capture = (PathBuf, Option<egui::Rect>, Arc<egui::ColorImage>);
+/// A viewport capture on its way to a file: the file and the pixels.
+pub type Capture = (PathBuf, Arc<egui::ColorImage>);
 
 /// Runtime state.
 pub struct World {
@@ -205,14 +203,8 @@ pub struct World {
     pub verification: Option<Verification>,
     /// Thumbnails by (dataset, sample); `None` when the sample could not be decoded.
     pub thumbnails: HashMap<(String, usize), Option<egui::TextureHandle>>,
-    /// Where the accuracy/latency plot was drawn last frame (for PNG export), in points.
-    pub plot_rect: Option<egui::Rect>,
-    /// Pending viewport capture: the file to write and the region to crop (points).
-    pub capture: Option<(PathBuf, Option<egui::Rect>)>,
     /// Captured images arrive here from the screenshot callback.
     pub captures: (Sender<Capture>, Receiver<Capture>),
-    /// The explore view's scratch buffer for latency percentiles.
-    pub scratch: Vec<f32>,
     /// Bumped whenever runs or policies change; caches keyed on it go stale.
     pub revision: u64,
     /// The comparison rows for (criterion, budget bits, revision).
@@ -268,10 +260,7 @@ impl Default for World {
             run_dataset: None,
             verification: None,
             thumbnails: HashMap::new(),
-            plot_rect: None,
-            capture: None,
             captures: bounded(4),
-            scratch: Vec::new(),
             revision: 0,
             rows_cache: None,
             table_sort: None,

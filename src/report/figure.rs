@@ -112,14 +112,21 @@ const PLOT_RIGHT: f64 = 680.0;
 const PLOT_BOTTOM: f64 = 470.0;
 const LEGEND_LEFT: f64 = 700.0;
 
+/// The round step (1, 2, 2.5 or 5 times a power of ten) at or above `raw` (1 for a degenerate `raw`).
+pub fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude)
+}
+
 /// About `count` round tick values covering [low, high].
 pub fn ticks(low: f64, high: f64, count: usize) -> Vec<f64> {
     if !(low.is_finite() && high.is_finite()) || high <= low {
         return vec![low];
     }
-    let raw = (high - low) / count.max(1) as f64;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let step = nice_step((high - low) / count.max(1) as f64);
     let mut tick = (low / step).ceil() * step;
     let mut out = Vec::new();
     while tick <= high + step * 1e-9 {
@@ -148,7 +155,8 @@ fn log_ticks(low: f64, high: f64) -> Vec<f64> {
     out
 }
 
-fn tick_label(value: f64) -> String {
+/// A tick label without trailing zeros: 0.25, 1, 12.5.
+pub fn tick_label(value: f64) -> String {
     let text = format!("{value:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" { "0".into() } else { text.to_string() }
