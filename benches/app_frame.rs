@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use edgescope::analysis::{Criterion, Policy};
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
-use edgescope::runtime::{RunInfo, TraceRun};
+use edgescope::record::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
 use eframe::egui;
 

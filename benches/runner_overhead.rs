@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
-use edgescope::runtime::{CancelToken, Job, LocalRunner, RunMode, RunOutput, RunSettings, Runner, ort_environment};
+use edgescope::record::{RunMode, RunOutput, RunSettings};
+use edgescope::runtime::{CancelToken, Job, LocalRunner, Runner, ort_environment};
 use ort::session::Session;
 use ort::value::TensorRef;
 

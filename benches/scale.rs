@@ -15,7 +15,7 @@ use std::time::Instant;
 use edgescope::analysis::loyalty::jsd_bits_full;
 use edgescope::analysis::{Criterion, DEFAULT_BUDGET_PP, Policy, PreparedTrace, ThresholdGrid, Trace};
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
-use edgescope::runtime::{RunInfo, TraceRun};
+use edgescope::record::{RunInfo, TraceRun};
 use edgescope::session::{Session, VariantEntry};
 use eframe::egui;
 

@@ -13,6 +13,7 @@ pub mod data;
 pub mod model;
 pub mod net;
 pub mod optimize;
+pub mod record;
 pub mod report;
 pub mod runtime;
 pub mod session;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use common::fixture;
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
-use edgescope::runtime::{CancelToken, Job, LocalRunner, RunMode, RunOutput, Runner, check_compatible};
+use edgescope::record::{RunMode, RunOutput};
+use edgescope::runtime::{CancelToken, Job, LocalRunner, Runner, check_compatible};
 use edgescope::session::Session;
 
 fn message(error: impl std::fmt::Display) -> String {

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::fixture;
-use edgescope::runtime::profile::VariantProfile;
+use edgescope::record::VariantProfile;
 
 fn edgescope() -> Command {
     Command::new(env!("CARGO_BIN_EXE_edgescope"))

@@ -5,7 +5,8 @@ mod common;
 use common::{expected, fixture, job, trace};
 use edgescope::analysis::Trace;
 use edgescope::data::Dataset;
-use edgescope::runtime::{LocalRunner, RunInfo, RunMode, TraceRun};
+use edgescope::record::{RunInfo, RunMode, TraceRun};
+use edgescope::runtime::LocalRunner;
 use edgescope::session::{Session, VariantEntry};
 
 #[test]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use edgescope::analysis::{Criterion, Policy, PreparedTrace};
 use edgescope::data::Dataset;
 use edgescope::model::{KindOrigin, OutputKind, Variant};
-use edgescope::runtime::{CancelToken, Job, LocalRunner, RunMode, RunOutput, RunSettings, Runner, TraceRun};
+use edgescope::record::{RunMode, RunOutput, RunSettings, TraceRun};
+use edgescope::runtime::{CancelToken, Job, LocalRunner, Runner};
 use edgescope::session::Session;
 
 use common::{fixture, ints, job, quick_settings, trace};

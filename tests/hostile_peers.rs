@@ -15,7 +15,8 @@ use edgescope::net::frame::{self, Frame, PROTOCOL_VERSION};
 use edgescope::net::protocol::{ClientMessage, FileOffer, RunnerMessage};
 use edgescope::net::secure::{self, SecureReader, SecureWriter};
 use edgescope::net::{Limits, RemoteRunner, RunnerServer, ServerConfig, ServerHandle};
-use edgescope::runtime::{CancelToken, RunMode, Runner};
+use edgescope::record::RunMode;
+use edgescope::runtime::{CancelToken, Runner};
 
 const TOKEN: &[u8] = b"hostile-test-token-0123456789abcdef";
 
@@ -480,7 +481,7 @@ fn a_silent_runner_is_a_clear_error_within_the_deadline_and_cancel_is_honoured()
                 let _ = frame::read_frame(&mut reader, 1 << 20);
                 let welcome = RunnerMessage::Welcome {
                     runner: "silent".into(),
-                    device: Box::new(edgescope::runtime::DeviceRecord::this_machine()),
+                    device: Box::new(edgescope::record::DeviceRecord::this_machine()),
                     features: Vec::new(),
                 };
                 let _ = frame::write_frame(&mut writer, &Frame::Message(serde_json::to_vec(&welcome).expect("json")));
@@ -533,7 +534,7 @@ fn lying_runner(claimed: u64, partial: bool) -> String {
             let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let sent = match message["type"].as_str() {
                 Some("Hello") => reply(serde_json::json!({"type": "Welcome", "runner": "liar",
-                    "device": edgescope::runtime::DeviceRecord::this_machine()})),
+                    "device": edgescope::record::DeviceRecord::this_machine()})),
                 Some("Offer") => reply(serde_json::json!({"type": "Need", "hashes": []})),
                 Some("Run") if partial => {
                     reply(serde_json::json!({"type": "Partial", "first_sample": 0, "samples": run}))
@@ -603,7 +604,7 @@ fn cancel_ends_an_upload_blocked_on_a_runner_that_stopped_reading() {
         };
         let _ = frame::read_frame(&mut reader, 1 << 20);
         reply(
-            serde_json::json!({"type": "Welcome", "runner": "stuck", "device": edgescope::runtime::DeviceRecord::this_machine()}),
+            serde_json::json!({"type": "Welcome", "runner": "stuck", "device": edgescope::record::DeviceRecord::this_machine()}),
         );
         if let Ok(Frame::Message(bytes)) = frame::read_frame(&mut reader, 1 << 20) {
             let offer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
@@ -742,7 +743,7 @@ fn remote_job(job: &edgescope::runtime::Job) -> edgescope::net::protocol::Remote
             classes: job.dataset.classes.clone(),
             preprocess: job.dataset.preprocess.clone(),
         },
-        settings: edgescope::runtime::RunSettings { intra_threads: 2000, ..job.settings.clone() },
+        settings: edgescope::record::RunSettings { intra_threads: 2000, ..job.settings.clone() },
         mode: job.mode.clone(),
         reference: None,
     }

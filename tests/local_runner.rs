@@ -5,7 +5,8 @@ mod runner_contract;
 
 use std::time::Duration;
 
-use edgescope::runtime::{JobMessage, LocalRunner, RunMode, RunOutput, Runner, spawn_job};
+use edgescope::record::{RunMode, RunOutput};
+use edgescope::runtime::{JobMessage, LocalRunner, Runner, spawn_job};
 
 #[test]
 fn local_runner_meets_the_runner_contract() {
@@ -27,7 +28,7 @@ fn background_job_reports_progress_and_cancels_on_request() {
     let mut progress = 0;
     let result = loop {
         match handle.messages.recv_timeout(Duration::from_secs(120)).expect("a message within two minutes") {
-            JobMessage::Event(edgescope::runtime::RunEvent::Progress { done, total }) => {
+            JobMessage::Event(edgescope::record::RunEvent::Progress { done, total }) => {
                 assert_eq!(total, 500);
                 progress += 1;
                 if done >= 10 {

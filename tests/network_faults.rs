@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgescope::net::RemoteRunner;
-use edgescope::runtime::{CancelToken, RunEvent, RunMode, Runner, RuntimeError};
+use edgescope::record::{RunEvent, RunMode};
+use edgescope::runtime::{CancelToken, Runner, RuntimeError};
 
 const TOKEN: &str = "netns-test-token-0123456789";
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use edgescope::runtime::PlatformState;
+use edgescope::record::PlatformState;
 use edgescope::runtime::sampler::read_gpu_percent;
 
 #[test]

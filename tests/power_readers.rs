@@ -120,9 +120,9 @@ fn boards_without_a_power_monitor_read_nothing() {
 #[test]
 fn tables_3_6_show_power_and_energy_when_a_run_has_them() {
     use edgescope::analysis::Trace;
+    use edgescope::record::PowerSummary;
+    use edgescope::record::{RunInfo, TraceRun};
     use edgescope::report::{self, ReportOptions};
-    use edgescope::runtime::power::PowerSummary;
-    use edgescope::runtime::{RunInfo, TraceRun};
     use edgescope::session::{Session, VariantEntry};
 
     // One sample, one segment of 2 ms: energy per inference = 6 W x 2 ms = 12 mJ, 3 mJ above 4.5 W idle.

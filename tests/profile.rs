@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
+use edgescope::record::{ProfileProgress, ProfileSettings, VariantProfile};
 use edgescope::runtime::CancelToken;
-use edgescope::runtime::profile::{ProfileProgress, ProfileSettings, VariantProfile, profile_variant};
+use edgescope::runtime::profile::profile_variant;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)

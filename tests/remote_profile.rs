@@ -12,8 +12,9 @@ use edgescope::net::frame::{self, Frame, PROTOCOL_VERSION};
 use edgescope::net::protocol::{ClientMessage, FEATURE_PROFILE, RunnerMessage};
 use edgescope::net::secure::{self, SecureReader, SecureWriter};
 use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig};
+use edgescope::record::{ProfileSettings, VariantProfile};
 use edgescope::runtime::CancelToken;
-use edgescope::runtime::profile::{ProfileSettings, VariantProfile, profile_variant};
+use edgescope::runtime::profile::profile_variant;
 
 const TOKEN: &[u8] = b"test-token-0123456789abcdef";
 

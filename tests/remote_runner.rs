@@ -11,7 +11,8 @@ use edgescope::net::frame::{self, Frame};
 use edgescope::net::protocol::{ClientMessage, RunnerMessage};
 use edgescope::net::secure::{self, SecureReader, SecureWriter};
 use edgescope::net::{RemoteRunner, RunnerServer, ServerConfig, ServerHandle};
-use edgescope::runtime::{CancelToken, RunMode, Runner};
+use edgescope::record::RunMode;
+use edgescope::runtime::{CancelToken, Runner};
 
 const TOKEN: &[u8] = b"test-token-0123456789abcdef";
 
@@ -148,7 +149,7 @@ fn a_busy_runner_says_so_and_a_killed_runner_is_a_clear_error() {
     // ...wait until it has streamed a checkpoint (200 samples), then a second client is told the runner is busy.
     let started = std::time::Instant::now();
     loop {
-        if let Ok(edgescope::runtime::RunEvent::Progress { done, .. }) = progress.recv_timeout(Duration::from_secs(60))
+        if let Ok(edgescope::record::RunEvent::Progress { done, .. }) = progress.recv_timeout(Duration::from_secs(60))
             && done >= 250
         {
             break;

@@ -14,8 +14,9 @@ use edgescope::model::proto::{NodeProto, TensorProto, read_model};
 use edgescope::optimize::study::{
     STATE_FILE, StudyDevice, StudyError, StudyEvent, StudyOptions, StudyOutcome, StudyRequest, run_study,
 };
+use edgescope::record::TraceRun;
 use edgescope::report::{self, ReportOptions};
-use edgescope::runtime::{CancelToken, LocalRunner, TraceRun};
+use edgescope::runtime::{CancelToken, LocalRunner};
 use edgescope::session::Session;
 use prost::Message;
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
-use edgescope::runtime::{LocalRunner, RunMode};
+use edgescope::record::RunMode;
+use edgescope::runtime::LocalRunner;
 use edgescope::session::Session;
 
 fn repo(path: &str) -> PathBuf {

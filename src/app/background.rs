@@ -8,7 +8,8 @@ use super::capture::save_capture;
 use super::loader::{Loaded, key};
 use super::world::{self, DialogResult, JobKind};
 use super::{Command, EdgescopeApp, exits_dialog, profile_view, quantize_dialog, study_wizard};
-use crate::runtime::{JobMessage, RunEvent, RunOutput};
+use crate::record::{RunEvent, RunOutput};
+use crate::runtime::JobMessage;
 
 impl EdgescopeApp {
     /// Probes remote runners that have no state yet, or whose retry time has come (backoff up to a minute).

@@ -11,8 +11,9 @@ use super::world::{self, DialogResult, JobKind, JobSlot, Verification};
 use super::{Command, EdgescopeApp, first_early_exit_variant};
 use crate::analysis::Policy;
 use crate::data::Dataset;
+use crate::record::{RunMode, RunSettings};
 use crate::report::Format;
-use crate::runtime::{IsolatedRunner, Job, LocalRunner, RunMode, RunSettings, spawn_job};
+use crate::runtime::{IsolatedRunner, Job, LocalRunner, spawn_job};
 use crate::session::{Session, VariantEntry, write_atomically};
 
 impl EdgescopeApp {
@@ -493,7 +494,7 @@ impl EdgescopeApp {
         &mut self,
         variant: String,
         device: String,
-        run: crate::runtime::DynamicRun,
+        run: crate::record::DynamicRun,
         policy: &Policy,
     ) {
         let Some(index) = self.world.run_index(&variant) else { return };

@@ -116,9 +116,9 @@ impl EdgescopeApp {
 /// The variant the app first shows: a plain early-exit chain if there is one (the slider is the point of the
 /// app), else any early-exit variant, else the first run.
 fn first_early_exit_variant(world: &World) -> Option<String> {
-    let runs: Vec<&crate::runtime::TraceRun> =
+    let runs: Vec<&crate::record::TraceRun> =
         world.session.runs.iter().filter(|r| !world.session.is_calibration_run(r)).collect();
-    let plain_ee = |r: &&&crate::runtime::TraceRun| {
+    let plain_ee = |r: &&&crate::record::TraceRun| {
         r.trace.early_exit_count() == 1
             && world.session.variant(&r.info.variant).is_some_and(|v| v.tags.iter().all(|t| t == "ee"))
     };

@@ -14,8 +14,9 @@ use super::world::{THIS_MACHINE, World};
 use crate::data::Dataset;
 use crate::model::Variant;
 use crate::net::RemoteRunner;
+use crate::record::{ProfileProgress, ProfileSettings, VariantProfile};
 use crate::runtime::CancelToken;
-use crate::runtime::profile::{ProfileProgress, ProfileSettings, VariantProfile, profile_variant};
+use crate::runtime::profile::profile_variant;
 
 /// Progress messages kept in flight at most (older progress is dropped, results never are).
 const CHANNEL_CAPACITY: usize = 64;

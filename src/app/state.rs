@@ -91,7 +91,7 @@ impl Default for SavedState {
             budget_pp: DEFAULT_BUDGET_PP,
             hint_dismissed: false,
             run_threads: 0,
-            run_warmup: crate::runtime::runner::DEFAULT_WARMUP_RUNS,
+            run_warmup: crate::record::DEFAULT_WARMUP_RUNS,
             run_limit: 0,
             devices: Vec::new(),
             presentation: false,

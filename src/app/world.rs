@@ -12,7 +12,8 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::analysis::{Criterion, Outcome, Policy, PreparedTrace, Sweep, ThresholdGrid};
 use crate::data::Dataset;
-use crate::runtime::{DynamicRun, JobHandle, TraceRun};
+use crate::record::{DynamicRun, TraceRun};
+use crate::runtime::JobHandle;
 use crate::session::Session;
 
 /// The device name of the local runner.
@@ -24,7 +25,7 @@ pub enum DeviceState {
     /// A probe is on its way.
     Connecting,
     /// Reachable and authenticated.
-    Connected(Box<crate::runtime::DeviceRecord>),
+    Connected(Box<crate::record::DeviceRecord>),
     /// Unreachable or refused; retried after `retry_at` with a growing backoff.
     Failed {
         /// Why.
@@ -145,7 +146,7 @@ pub enum DialogResult {
 }
 
 /// A device probe's answer: the device name and its record or the error.
-pub type Probe = (String, Result<crate::runtime::DeviceRecord, String>);
+pub type Probe = (String, Result<crate::record::DeviceRecord, String>);
 
 /// A viewport capture on its way to a file: the file and the pixels.
 pub type Capture = (PathBuf, Arc<egui::ColorImage>);

@@ -13,8 +13,8 @@ use crate::analysis::certify::{
 };
 use crate::analysis::policy::{Criterion, Policy};
 use crate::analysis::trace::Trace;
+use crate::record::TraceRun;
 use crate::report::{self, ReportOptions};
-use crate::runtime::TraceRun;
 use crate::session::Session;
 
 /// `edgescope certify`.

@@ -19,10 +19,9 @@ use crate::analysis::outcome::LatencySummary;
 use crate::analysis::policy::{Criterion, Policy};
 use crate::data::Dataset;
 use crate::model::{OutputKind, Variant, format_shape};
+use crate::record::{ProviderChoice, RunEvent, RunMode, RunOutput, RunSettings, TraceRun};
 use crate::report::{self, Format, ReportOptions};
-use crate::runtime::{
-    CancelToken, IsolatedRunner, Job, ProviderChoice, RunEvent, RunMode, RunOutput, RunSettings, Runner, TraceRun,
-};
+use crate::runtime::{CancelToken, IsolatedRunner, Job, Runner};
 use crate::session::{DatasetEntry, Session, VariantEntry};
 
 /// edgescope: compare pruned, quantized and early-exit variants of a CNN on a labelled dataset.
@@ -157,7 +156,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Untimed warm-up runs before measuring.
-    #[arg(long, default_value_t = crate::runtime::runner::DEFAULT_WARMUP_RUNS)]
+    #[arg(long, default_value_t = crate::record::DEFAULT_WARMUP_RUNS)]
     pub warmup: usize,
     /// Execution provider: cpu, cuda or tensorrt.
     #[arg(long, default_value = "cpu")]
@@ -169,7 +168,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_sampler: bool,
     /// Resource sampling interval in milliseconds.
-    #[arg(long, default_value_t = crate::runtime::runner::DEFAULT_SAMPLER_INTERVAL_MS)]
+    #[arg(long, default_value_t = crate::record::DEFAULT_SAMPLER_INTERVAL_MS)]
     pub sample_ms: u64,
 }
 
@@ -584,7 +583,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         let result = run_job_with(runner.as_mut(), &job, &cancel, &mut |event| {
             if let RunEvent::Checkpoint { samples, .. } = event {
                 let run = partial.get_or_insert_with(|| TraceRun {
-                    info: crate::runtime::RunInfo {
+                    info: crate::record::RunInfo {
                         variant: variant.name.clone(),
                         dataset: dataset.name.clone(),
                         device: device.clone(),

@@ -10,8 +10,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use crate::data::Dataset;
+use crate::record::{ProfileProgress, ProfileSettings, VariantProfile};
 use crate::runtime::CancelToken;
-use crate::runtime::profile::{ProfileProgress, ProfileSettings, VariantProfile, profile_variant};
+use crate::runtime::profile::profile_variant;
 use crate::session::Session;
 
 /// `edgescope profile`.
@@ -106,7 +107,7 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
         let profile = match &mut remote {
             Some(runner) => runner.profile(&variant, &dataset, &settings, &mut progress, &cancel),
             None => profile_variant(&variant, &dataset, &settings, &mut progress, &cancel).map(|mut p| {
-                p.device = crate::runtime::DeviceRecord::this_machine().host;
+                p.device = crate::record::DeviceRecord::this_machine().host;
                 p
             }),
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::analysis::trace::Trace;
 use crate::data::Dataset;
-use crate::runtime::TraceRun;
+use crate::record::TraceRun;
 use crate::session::Session;
 
 /// `edgescope samples`.

@@ -70,7 +70,7 @@ pub struct StudyArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Untimed warm-up runs before each measured run.
-    #[arg(long, default_value_t = crate::runtime::runner::DEFAULT_WARMUP_RUNS)]
+    #[arg(long, default_value_t = crate::record::DEFAULT_WARMUP_RUNS)]
     pub warmup: usize,
 }
 

@@ -146,6 +146,15 @@ pub struct Variant {
 }
 
 impl Variant {
+    /// True when a trace run of this variant compared with `reference` needs the reference pass
+    /// (`runtime::reference`): more classes than the trace keeps, and a reference that is another variant with the
+    /// same classes.
+    pub fn needs_reference_pass(&self, reference: &Variant) -> bool {
+        self.num_classes > crate::analysis::trace::MAX_TOP_K
+            && reference.num_classes == self.num_classes
+            && reference.name != self.name
+    }
+
     /// Opens an ONNX file (a single-graph variant) or a manifest (`.toml`), inspecting every segment.
     pub fn open(path: &Path) -> Result<Self, ModelError> {
         let is_manifest = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));

@@ -15,7 +15,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use super::frame::{self, CHUNK_BYTES, Frame, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 use super::protocol::{self, ClientMessage, FileOffer, RemoteDataset, RemoteJob, RunnerMessage};
 use super::secure::{self, HandshakeError, SecureReader, SecureWriter, TimedStream};
-use crate::runtime::{CancelToken, DeviceRecord, Job, RunOutput, Runner, RuntimeError};
+use crate::record::{DeviceRecord, RunOutput};
+use crate::runtime::{CancelToken, Job, Runner, RuntimeError};
 
 /// Time to connect, and then for the whole handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -400,7 +401,7 @@ impl Runner for RemoteRunner {
     fn run(
         &mut self,
         job: &Job,
-        events: &mut dyn FnMut(crate::runtime::RunEvent),
+        events: &mut dyn FnMut(crate::record::RunEvent),
         cancel: &CancelToken,
     ) -> Result<RunOutput, RuntimeError> {
         let mut files = Vec::new();
@@ -426,7 +427,7 @@ impl Runner for RemoteRunner {
         let remote_job = RemoteJob {
             variant: manifest,
             dataset,
-            settings: crate::runtime::RunSettings {
+            settings: crate::record::RunSettings {
                 // The runner receives the whole files: a truncated local dataset becomes a limit.
                 limit: Some(job.settings.limit.map_or(job.dataset.len(), |l| l.min(job.dataset.len()))),
                 ..job.settings.clone()
@@ -442,7 +443,7 @@ impl Runner for RemoteRunner {
         self.upload(&mut connection, &files, cancel)?;
         let io = |e: std::io::Error| self.remote(format!("connection failed ({e})"));
         send(&mut connection.writer, &ClientMessage::Run { job: Box::new(remote_job) }).map_err(io)?;
-        let mut partial: Option<crate::runtime::TraceRun> = None;
+        let mut partial: Option<crate::record::TraceRun> = None;
         let result = self.follow_run(&mut connection, events, cancel, &mut partial);
         drop(connection);
         match (result, partial) {
@@ -453,9 +454,9 @@ impl Runner for RemoteRunner {
                 info.settings = job.settings.clone();
                 info.samples_total = job.settings.limit.map_or(job.dataset.len(), |l| l.min(job.dataset.len()));
                 info.provider = match job.settings.provider {
-                    crate::runtime::ProviderChoice::Cpu => "CPUExecutionProvider",
-                    crate::runtime::ProviderChoice::Cuda => "CUDAExecutionProvider",
-                    crate::runtime::ProviderChoice::Tensorrt => "TensorrtExecutionProvider",
+                    crate::record::ProviderChoice::Cpu => "CPUExecutionProvider",
+                    crate::record::ProviderChoice::Cuda => "CUDAExecutionProvider",
+                    crate::record::ProviderChoice::Tensorrt => "TensorrtExecutionProvider",
                 }
                 .into();
                 info.complete = false;
@@ -471,9 +472,9 @@ impl RemoteRunner {
     fn follow_run(
         &self,
         connection: &mut Connection,
-        events: &mut dyn FnMut(crate::runtime::RunEvent),
+        events: &mut dyn FnMut(crate::record::RunEvent),
         cancel: &CancelToken,
-        partial: &mut Option<crate::runtime::TraceRun>,
+        partial: &mut Option<crate::record::TraceRun>,
     ) -> Result<RunOutput, RuntimeError> {
         let io = |e: std::io::Error| self.remote(format!("connection failed ({e})"));
         let mut cancel_sent = false;
@@ -498,8 +499,8 @@ impl RemoteRunner {
                 RunnerMessage::Event { event } => events(event),
                 RunnerMessage::Partial { first_sample, samples } => {
                     let samples = samples.decode().map_err(|e| self.remote(format!("sent corrupt samples: {e}")))?;
-                    let run = partial.get_or_insert_with(|| crate::runtime::TraceRun {
-                        info: crate::runtime::RunInfo {
+                    let run = partial.get_or_insert_with(|| crate::record::TraceRun {
+                        info: crate::record::RunInfo {
                             runner: Some(format!("tcp://{}", self.address)),
                             device: self.device.clone().unwrap_or_default(),
                             ..Default::default()
@@ -560,10 +561,10 @@ impl RemoteRunner {
         &mut self,
         variant: &crate::model::Variant,
         dataset: &crate::data::Dataset,
-        settings: &crate::runtime::profile::ProfileSettings,
-        progress: &mut dyn FnMut(crate::runtime::profile::ProfileProgress),
+        settings: &crate::record::ProfileSettings,
+        progress: &mut dyn FnMut(crate::record::ProfileProgress),
         cancel: &CancelToken,
-    ) -> Result<crate::runtime::profile::VariantProfile, RuntimeError> {
+    ) -> Result<crate::record::VariantProfile, RuntimeError> {
         crate::runtime::check_compatible(variant, dataset)?;
         let mut files = Vec::new();
         let mut manifest = variant.manifest();
@@ -610,7 +611,7 @@ impl RemoteRunner {
             match message {
                 RunnerMessage::Heartbeat => {}
                 RunnerMessage::ProfileProgress { done, total } => {
-                    progress(crate::runtime::profile::ProfileProgress { done, total });
+                    progress(crate::record::ProfileProgress { done, total });
                 }
                 RunnerMessage::ProfileResult { profile } => {
                     let mut profile = *profile;

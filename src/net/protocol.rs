@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 
 use crate::data::{DatasetKind, Preprocess};
 use crate::model::Manifest;
-use crate::runtime::profile::{ProfileSettings, VariantProfile};
-use crate::runtime::{DeviceRecord, RunEvent, RunMode, RunSettings};
+use crate::record::{DeviceRecord, RunEvent, RunMode, RunSettings};
+use crate::record::{ProfileSettings, VariantProfile};
 
 /// The message revision this build speaks within [`super::frame::PROTOCOL_VERSION`] (see the module docs).
 pub const MESSAGE_REVISION: u16 = 1;

@@ -23,7 +23,8 @@ use super::protocol::{self, ClientMessage, RemoteJob, RunnerMessage};
 use super::secure::{self, SecureReader, SecureWriter, TimedStream};
 use crate::data::{DATASET_FORMAT, DATASET_VERSION, Dataset, DatasetSpec};
 use crate::model::Variant;
-use crate::runtime::{DeviceRecord, Job, JobMessage, LocalRunner, RunOutput, Runner, spawn_job};
+use crate::record::{DeviceRecord, RunOutput};
+use crate::runtime::{Job, JobMessage, LocalRunner, Runner, spawn_job};
 use crate::session::{StoredDynamicRun, StoredTraceRun};
 
 /// Quiet time after which a running job sends a heartbeat.
@@ -680,8 +681,8 @@ fn run_job(job: RemoteJob, shared: &Shared, frames: &Receiver<FrameResult>, writ
     loop {
         select! {
             recv(handle.messages) -> message => match message {
-                Ok(JobMessage::Event(crate::runtime::RunEvent::Checkpoint { first_sample, samples })) => {
-                    let partial = crate::runtime::TraceRun { info: Default::default(), trace: *samples };
+                Ok(JobMessage::Event(crate::record::RunEvent::Checkpoint { first_sample, samples })) => {
+                    let partial = crate::record::TraceRun { info: Default::default(), trace: *samples };
                     let samples = Box::new(StoredTraceRun::of(&partial));
                     send(writer, &RunnerMessage::Partial { first_sample, samples }).map_err(io)?;
                 }
@@ -709,8 +710,8 @@ fn run_job(job: RemoteJob, shared: &Shared, frames: &Receiver<FrameResult>, writ
 
 /// What the profile thread reports.
 enum ProfileWork {
-    Progress(crate::runtime::profile::ProfileProgress),
-    Done(Result<crate::runtime::profile::VariantProfile, String>),
+    Progress(crate::record::ProfileProgress),
+    Done(Result<crate::record::VariantProfile, String>),
 }
 
 /// Runs a profile job (revision 1) on a named thread, streaming its progress and heartbeats; a Cancel
@@ -721,8 +722,9 @@ fn run_profile(
     frames: &Receiver<FrameResult>,
     writer: &mut Writer,
 ) -> Result<(), String> {
+    use crate::record::ProfileProgress;
     use crate::runtime::CancelToken;
-    use crate::runtime::profile::{ProfileProgress, profile_variant};
+    use crate::runtime::profile::profile_variant;
     /// Most warm-up runs a peer may ask for.
     const MAX_WARMUP: usize = 1000;
     let io = |e: std::io::Error| e.to_string();

@@ -361,7 +361,7 @@ pub fn train_exits(
 }
 
 /// Writes a chain of `request.model` with the trained exits `chosen` (indices into `trained.exits`, depth order)
-/// into `out` (see [`super::write_chain`]: staged, checked, renamed into place). `name` defaults to `STEM/ee+N`.
+/// into `out` (see `write_chain`: staged, checked, renamed into place). `name` defaults to `STEM/ee+N`.
 pub fn write_exits(
     request: &AddExitsRequest,
     trained: &TrainedExits,

@@ -24,7 +24,8 @@ use crate::data::Dataset;
 use crate::model::cuts::Depth;
 use crate::model::variant::{MANIFEST_FORMAT, MANIFEST_VERSION};
 use crate::model::{Manifest, SegmentManifest, Variant, proto};
-use crate::runtime::{CancelToken, Job, RunEvent, RunMode, RunOutput, RunSettings, Runner};
+use crate::record::{RunEvent, RunMode, RunOutput, RunSettings};
+use crate::runtime::{CancelToken, Job, Runner};
 use crate::session::{DatasetEntry, Session, VariantEntry, write_atomically};
 
 /// The state file's format name.
@@ -76,7 +77,7 @@ impl Default for StudyOptions {
             epochs: DEFAULT_EPOCHS,
             seed: 0,
             threads: 0,
-            warmup_runs: crate::runtime::runner::DEFAULT_WARMUP_RUNS,
+            warmup_runs: crate::record::DEFAULT_WARMUP_RUNS,
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod figure;
 use crate::analysis::outcome::{Outcome, PreparedTrace, compression_ratio};
 use crate::analysis::policy::{Criterion, Policy};
 use crate::analysis::sweep::{Sweep, ThresholdGrid};
-use crate::runtime::{RunInfo, TraceRun};
+use crate::record::{RunInfo, TraceRun};
 use crate::session::Session;
 
 /// How operating points are chosen.
@@ -104,7 +104,7 @@ pub struct Row {
     pub noisy: bool,
     /// Board power during the run and at rest before it, where the board measures it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub power: Option<crate::runtime::power::PowerSummary>,
+    pub power: Option<crate::record::PowerSummary>,
 }
 
 /// A rendered-ready table.

@@ -1,38 +1,6 @@
-//! The device record kept with every trace: what hardware, OS and ONNX Runtime produced the numbers.
+//! Reads the device record of this machine (the record itself is plain data in `record`).
 
-use serde::{Deserialize, Serialize};
-
-/// Hardware and software state of the machine that ran a job.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DeviceRecord {
-    /// Host name.
-    pub host: String,
-    /// Operating system, long form.
-    pub os: String,
-    /// Kernel version.
-    pub kernel: String,
-    /// CPU architecture (`x86_64`, `aarch64`).
-    pub arch: String,
-    /// CPU model name.
-    pub cpu_model: String,
-    /// Physical cores, when known.
-    pub physical_cores: Option<usize>,
-    /// Logical cores.
-    pub logical_cores: usize,
-    /// CPU frequency governor of cpu0 (`performance`, `schedutil`, ...), when readable.
-    pub cpu_governor: Option<String>,
-    /// Total memory, bytes.
-    pub memory_bytes: u64,
-    /// ONNX Runtime version.
-    pub ort_version: String,
-    /// Execution providers compiled into that ONNX Runtime.
-    pub ort_providers: Vec<String>,
-    /// Jetson power mode (nvpmodel), when readable.
-    pub power_mode: Option<String>,
-    /// Board readings: model, temperatures, clocks, throttling (Jetson, Raspberry Pi).
-    pub platform: super::platform::PlatformState,
-}
+use crate::record::DeviceRecord;
 
 impl DeviceRecord {
     /// Reads the record of this machine.
@@ -61,34 +29,8 @@ impl DeviceRecord {
             ort_version: super::environment::ort_version().unwrap_or_else(|e| format!("unavailable: {e}")),
             ort_providers: super::environment::available_providers().unwrap_or_default(),
             power_mode: read_trimmed("/var/lib/nvpmodel/status"),
-            platform: super::platform::PlatformState::read(std::path::Path::new("/")),
+            platform: crate::record::PlatformState::read(std::path::Path::new("/")),
         }
-    }
-
-    /// One line for the devices list: architecture, CPU, cores, ONNX Runtime, providers, power mode, board.
-    pub fn status_line(&self) -> String {
-        format!(
-            "{} | {} | {} cores | ONNX Runtime {} | {} | power mode {} | {}",
-            self.arch,
-            self.cpu_model,
-            self.logical_cores,
-            self.ort_version,
-            self.ort_providers.join(", "),
-            self.power_mode.as_deref().unwrap_or("-"),
-            self.platform.summary()
-        )
-    }
-
-    /// One line for tables and logs.
-    pub fn summary(&self) -> String {
-        format!(
-            "{} ({}, {} cores, {}), ONNX Runtime {}",
-            self.host,
-            self.cpu_model,
-            self.logical_cores,
-            self.cpu_governor.as_deref().unwrap_or("governor unknown"),
-            self.ort_version
-        )
     }
 }
 

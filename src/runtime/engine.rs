@@ -7,41 +7,12 @@ use std::time::Instant;
 
 use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorRef};
-use serde::{Deserialize, Serialize};
 
 use super::RuntimeError;
 use super::environment::ort_environment;
 use crate::analysis::trace::softmax;
 use crate::model::{KindOrigin, OutputKind, Variant};
-
-/// Which execution provider to ask ONNX Runtime for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderChoice {
-    /// The CPU provider (always there).
-    #[default]
-    Cpu,
-    /// NVIDIA CUDA.
-    Cuda,
-    /// NVIDIA TensorRT (falls back to CUDA, then CPU, for nodes it cannot take).
-    Tensorrt,
-}
-
-impl ProviderChoice {
-    /// Name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProviderChoice::Cpu => "cpu",
-            ProviderChoice::Cuda => "cuda",
-            ProviderChoice::Tensorrt => "tensorrt",
-        }
-    }
-
-    /// Parses [`Self::name`].
-    pub fn parse(text: &str) -> Option<Self> {
-        [ProviderChoice::Cpu, ProviderChoice::Cuda, ProviderChoice::Tensorrt].into_iter().find(|p| p.name() == text)
-    }
-}
+use crate::record::ProviderChoice;
 
 struct LoadedSegment {
     session: Session,

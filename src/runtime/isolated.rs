@@ -15,14 +15,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::RuntimeError;
-use super::device::DeviceRecord;
-use super::runner::{
-    CancelToken, Job, LocalRunner, RunEvent, RunMode, RunOutput, RunSettings, Runner, TraceRun,
-    wait_for_measurement_turn,
-};
+use super::runner::{CancelToken, Job, LocalRunner, Runner, wait_for_measurement_turn};
 use crate::analysis::trace::Trace;
 use crate::data::Dataset;
 use crate::model::{Manifest, Variant};
+use crate::record::{DeviceRecord, RunEvent, RunInfo, RunMode, RunOutput, RunSettings, TraceRun};
 
 /// The hidden subcommand a child runs.
 pub const CHILD_SUBCOMMAND: &str = "measure-job";
@@ -201,7 +198,7 @@ fn drive_child(
     );
     match partial.filter(|t| !t.is_empty()) {
         Some(trace) => {
-            let info = super::RunInfo {
+            let info = RunInfo {
                 variant: job.variant.name.clone(),
                 dataset: job.dataset.name.clone(),
                 device,

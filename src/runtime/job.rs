@@ -3,7 +3,8 @@
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use super::RuntimeError;
-use super::runner::{CancelToken, Job, RunEvent, RunOutput, Runner};
+use super::runner::{CancelToken, Job, Runner};
+use crate::record::{RunEvent, RunOutput};
 
 /// What a background job sends.
 #[derive(Debug)]

@@ -15,17 +15,12 @@ pub mod sampler;
 
 use std::path::PathBuf;
 
-pub use device::DeviceRecord;
-pub use engine::{LoadedVariant, ProviderChoice};
+pub use engine::LoadedVariant;
 pub use environment::ort_environment;
 pub use isolated::IsolatedRunner;
 pub use job::{JobHandle, JobMessage, spawn_job};
-pub use platform::PlatformState;
-pub use runner::{
-    CancelToken, DynamicRun, Job, LocalRunner, RunEvent, RunInfo, RunMode, RunOutput, RunSettings, Runner,
-    SkippedSample, TraceRun, check_compatible,
-};
-pub use sampler::{ResourceSample, ResourceSampler, ResourceTimeline};
+pub use runner::{CancelToken, Job, LocalRunner, Runner, check_compatible};
+pub use sampler::ResourceSampler;
 
 /// Why a run could not happen or went wrong. Each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +72,6 @@ pub enum RuntimeError {
         /// What happened, naming the runner.
         message: String,
         /// The samples received so far.
-        partial: Box<TraceRun>,
+        partial: Box<crate::record::TraceRun>,
     },
 }

@@ -5,29 +5,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-/// What the board tells about itself.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PlatformState {
-    /// Board model (`/proc/device-tree/model`), e.g. "Raspberry Pi 5 Model B Rev 1.0".
-    pub board: Option<String>,
-    /// Thermal zones: (type, degrees Celsius).
-    pub temperatures_c: Vec<(String, f32)>,
-    /// Current frequency of each CPU, MHz.
-    pub cpu_freq_mhz: Vec<u32>,
-    /// GPU frequency, MHz (Jetson devfreq).
-    pub gpu_freq_mhz: Option<u32>,
-    /// GPU frequency governor (Jetson devfreq).
-    pub gpu_governor: Option<String>,
-    /// External memory controller frequency, MHz (Jetson; needs debugfs).
-    pub emc_freq_mhz: Option<u32>,
-    /// Jetson power mode (nvpmodel), e.g. "pmode:0002".
-    pub power_mode: Option<String>,
-    /// Raspberry Pi throttling flags (`get_throttled`, hex), "0x0" when never throttled.
-    pub throttled: Option<String>,
-}
+use crate::record::PlatformState;
 
 fn read(root: &Path, path: &str) -> Option<String> {
     let text = std::fs::read_to_string(root.join(path.trim_start_matches('/'))).ok()?;
@@ -91,32 +69,5 @@ impl PlatformState {
                     Err(_) => flags,
                 }),
         }
-    }
-
-    /// One line for tables and the Devices panel.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(board) = &self.board {
-            parts.push(board.clone());
-        }
-        if let Some(mode) = &self.power_mode {
-            parts.push(format!("power mode {mode}"));
-        }
-        if let Some(hottest) = self.temperatures_c.iter().map(|t| t.1).reduce(f32::max) {
-            parts.push(format!("max {hottest:.1} °C"));
-        }
-        if let Some(max) = self.cpu_freq_mhz.iter().max() {
-            parts.push(format!("CPU up to {max} MHz"));
-        }
-        if let Some(gpu) = self.gpu_freq_mhz {
-            parts.push(format!("GPU {gpu} MHz ({})", self.gpu_governor.as_deref().unwrap_or("?")));
-        }
-        if let Some(emc) = self.emc_freq_mhz {
-            parts.push(format!("EMC {emc} MHz"));
-        }
-        if let Some(throttled) = &self.throttled {
-            parts.push(if throttled == "0x0" { "never throttled".into() } else { format!("throttled {throttled}") });
-        }
-        parts.join(", ")
     }
 }

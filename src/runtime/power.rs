@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{PowerSummary, ResourceTimeline};
+
 /// One rail's reading.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RailReading {
@@ -341,7 +343,7 @@ pub struct IdlePower {
 
 impl IdlePower {
     /// The run's summary from the readings its sampler took; `None` when none had a power.
-    pub fn summary(self, timeline: Option<&super::sampler::ResourceTimeline>) -> Option<PowerSummary> {
+    pub fn summary(self, timeline: Option<&ResourceTimeline>) -> Option<PowerSummary> {
         let timeline = timeline?;
         Some(PowerSummary {
             mean_w: timeline.mean_power_w()?,
@@ -360,33 +362,6 @@ pub fn measure_idle(interval_ms: u64) -> Option<IdlePower> {
     let total_of = sampler.source().read()?.total_of;
     let idle_w = sampler.mean_over(IDLE_POWER_DURATION, Duration::from_millis(interval_ms.max(1)));
     Some(IdlePower { source: sampler.source().describe(), total_of, idle_w })
-}
-
-/// A run's power: the board's draw during the measured part and at rest just before it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PowerSummary {
-    /// Where it was read ([`PowerSource::describe`]).
-    pub source: String,
-    /// What the total is (the input rail, or the sum of the rails).
-    pub total_of: String,
-    /// Mean board power during the measured samples, watts.
-    pub mean_w: f64,
-    /// Mean board power at rest just before the run (sessions loaded, nothing running), watts.
-    pub idle_w: Option<f64>,
-    /// Readings behind `mean_w`.
-    pub readings: usize,
-}
-
-impl PowerSummary {
-    /// Energy of one inference of mean latency `latency_us`: power x latency (seed 002), joules.
-    pub fn energy_per_inference_j(&self, latency_us: f64) -> f64 {
-        self.mean_w * latency_us * 1e-6
-    }
-
-    /// The part of [`Self::energy_per_inference_j`] above the idle draw, joules (`None` without idle power).
-    pub fn energy_above_idle_j(&self, latency_us: f64) -> Option<f64> {
-        self.idle_w.map(|idle| (self.mean_w - idle).max(0.0) * latency_us * 1e-6)
-    }
 }
 
 #[cfg(test)]
@@ -418,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_run_summary_averages_the_sampled_power() {
-        use crate::runtime::sampler::{ResourceSample, ResourceTimeline};
+        use crate::record::{ResourceSample, ResourceTimeline};
         let sample = |power_w| ResourceSample { power_w, ..ResourceSample::default() };
         let timeline = ResourceTimeline {
             samples: vec![sample(Some(5.0)), sample(None), sample(Some(7.0))],

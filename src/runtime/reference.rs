@@ -1,6 +1,6 @@
 //! The reference pass: exact probability loyalty beyond the top-k classes a trace keeps.
 //!
-//! A trace keeps the top [`MAX_TOP_K`] classes per sample and exit. With more classes than that, the rest of
+//! A trace keeps the top [`crate::analysis::trace::MAX_TOP_K`] classes per sample and exit. With more classes than that, the rest of
 //! each distribution is gone, and probability loyalty (a divergence over every class) can only be estimated
 //! (on ImageNet photos 25-40 % of the mass lies outside the top 16). So after the measured loop, when the job
 //! names a reference (the base variant), the runner goes over the measured samples once more, untimed, runs the
@@ -16,18 +16,12 @@ use std::time::{Duration, Instant};
 use ort::session::RunOptions;
 
 use super::engine::LoadedVariant;
-use super::runner::{RunEvent, RunSettings};
 use super::{CancelToken, RuntimeError};
 use crate::analysis::loyalty::jsd_bits_full;
-use crate::analysis::trace::{MAX_TOP_K, Trace};
+use crate::analysis::trace::Trace;
 use crate::data::Dataset;
 use crate::model::Variant;
-
-/// True when a run of `variant` compared with `reference` needs the reference pass: more classes than the
-/// trace keeps, and a reference that is another variant with the same classes.
-pub fn needs_reference_pass(variant: &Variant, reference: &Variant) -> bool {
-    variant.num_classes > MAX_TOP_K && reference.num_classes == variant.num_classes && reference.name != variant.name
-}
+use crate::record::{RunEvent, RunSettings};
 
 /// Everything the pass needs from the run that precedes it.
 pub(crate) struct ReferencePass<'a> {

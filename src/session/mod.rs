@@ -25,7 +25,7 @@ use crate::analysis::policy::Policy;
 use crate::analysis::trace::{ExitTrace, Trace};
 use crate::data::Dataset;
 use crate::model::Variant;
-use crate::runtime::{DynamicRun, RunInfo, TraceRun};
+use crate::record::{DynamicRun, RunInfo, TraceRun};
 
 /// Format name at the top of every session file.
 pub const SESSION_FORMAT: &str = "edgescope-session";
@@ -249,7 +249,7 @@ impl Session {
     }
 
     /// The variant a trace run of `variant` is compared with during the run (see
-    /// [`crate::runtime::reference`]): its base, opened, when the trace cannot hold every class. `Ok(None)` when
+    /// `runtime::reference`): its base, opened, when the trace cannot hold every class. `Ok(None)` when
     /// no comparison is needed; an error when the base cannot be opened (the run can go on without it).
     pub fn reference_for(&self, variant: &Variant) -> Result<Option<std::sync::Arc<Variant>>, String> {
         if variant.num_classes <= crate::analysis::trace::MAX_TOP_K {
@@ -260,7 +260,7 @@ impl Session {
         let reference = entry.open().map_err(|e| {
             format!("base {base} cannot be opened ({e}); probability loyalty of {} will be an estimate", variant.name)
         })?;
-        Ok(crate::runtime::reference::needs_reference_pass(variant, &reference).then(|| std::sync::Arc::new(reference)))
+        Ok(variant.needs_reference_pass(&reference).then(|| std::sync::Arc::new(reference)))
     }
 
     /// The run of `variant` made on the same dataset, device, provider and sample limit as `like`.

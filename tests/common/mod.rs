@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use edgescope::data::Dataset;
 use edgescope::model::Variant;
-use edgescope::runtime::{CancelToken, Job, RunMode, RunOutput, RunSettings, Runner, TraceRun};
+use edgescope::record::{RunMode, RunOutput, RunSettings, TraceRun};
+use edgescope::runtime::{CancelToken, Job, Runner};
 
 /// A file under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use edgescope::analysis::{Criterion, Policy, PreparedTrace};
-use edgescope::runtime::{CancelToken, RunEvent, RunMode, RunOutput, Runner};
+use edgescope::record::{RunEvent, RunMode, RunOutput};
+use edgescope::runtime::{CancelToken, Runner};
 
 use crate::common::{expected, ints, job, trace};
 
