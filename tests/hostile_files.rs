@@ -9,7 +9,8 @@ use std::path::Path;
 
 use edgescope::analysis::{Criterion, Policy};
 use edgescope::data::Dataset;
-use edgescope::session::{Column, Session};
+use edgescope::record::columns::Column;
+use edgescope::session::Session;
 
 fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0, 0, 0x08, dims.len() as u8];

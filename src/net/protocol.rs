@@ -34,10 +34,13 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::analysis::policy::Policy;
 use crate::data::{DatasetKind, Preprocess};
 use crate::model::Manifest;
-use crate::record::{DeviceRecord, RunEvent, RunMode, RunSettings};
-use crate::record::{ProfileSettings, VariantProfile};
+use crate::record::columns::{ColumnarDynamic, ColumnarTrace};
+use crate::record::{
+    DeviceRecord, DynamicRun, ProfileSettings, RunEvent, RunInfo, RunMode, RunSettings, TraceRun, VariantProfile,
+};
 
 /// The message revision this build speaks within [`super::frame::PROTOCOL_VERSION`] (see the module docs).
 pub const MESSAGE_REVISION: u16 = 1;
@@ -49,7 +52,6 @@ pub const FEATURE_PROFILE: &str = "profile";
 pub fn runner_features() -> Vec<String> {
     vec![FEATURE_PROFILE.to_string()]
 }
-use crate::session::{StoredDynamicRun, StoredTraceRun};
 
 /// A file the client can send, by content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +106,50 @@ pub struct RemoteProfileJob {
     pub dataset: RemoteDataset,
     /// Samples, warm-up, threads.
     pub settings: ProfileSettings,
+}
+
+/// A trace run on the wire (`TraceResult`, `Partial`): the run's facts and its columns. The protocol's own type
+/// over the shared column codec, so the session file can change without changing what peers exchange
+/// (`tests/protocol_results.rs` holds this form to the revision 0 fixtures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireTraceRun {
+    info: RunInfo,
+    trace: ColumnarTrace,
+}
+
+impl WireTraceRun {
+    /// Compacts a run for sending.
+    pub fn of(run: &TraceRun) -> Self {
+        Self { info: run.info.clone(), trace: ColumnarTrace::of(&run.trace) }
+    }
+
+    /// Expands and validates what a peer sent; the error says what is wrong.
+    pub fn decode(self) -> Result<TraceRun, String> {
+        let trace = self.trace.decode().map_err(|e| format!("run of {}: {e}", self.info.variant))?;
+        Ok(TraceRun { info: self.info, trace })
+    }
+}
+
+/// A dynamic run on the wire (`DynamicResult`): facts, policy and columns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WireDynamicRun {
+    info: RunInfo,
+    policy: Option<Policy>,
+    #[serde(flatten)]
+    columns: ColumnarDynamic,
+}
+
+impl WireDynamicRun {
+    /// Compacts a run for sending.
+    pub fn of(run: &DynamicRun) -> Self {
+        Self { info: run.info.clone(), policy: run.policy.clone(), columns: ColumnarDynamic::of(run) }
+    }
+
+    /// Expands and validates what a peer sent; the error says what is wrong.
+    pub fn decode(self) -> Result<DynamicRun, String> {
+        let name = self.info.variant.clone();
+        self.columns.decode(self.info, self.policy).map_err(|e| format!("dynamic run of {name}: {e}"))
+    }
 }
 
 /// Client to runner.
@@ -185,19 +231,19 @@ pub enum RunnerMessage {
         /// Index of the first sample.
         first_sample: usize,
         /// The samples, compact (its info is empty).
-        samples: Box<StoredTraceRun>,
+        samples: Box<WireTraceRun>,
     },
     /// Sent every couple of seconds while a job runs, so the client can tell a silent job from a dead link.
     Heartbeat,
     /// The trace of a trace job (possibly incomplete when cancelled).
     TraceResult {
         /// The run, compact.
-        run: Box<StoredTraceRun>,
+        run: Box<WireTraceRun>,
     },
     /// The result of a dynamic job.
     DynamicResult {
         /// The run, compact.
-        run: Box<StoredDynamicRun>,
+        run: Box<WireDynamicRun>,
     },
     /// Samples profiled so far (revision 1).
     ProfileProgress {

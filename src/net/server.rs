@@ -19,13 +19,12 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, bounded, select};
 
 use super::frame::{self, CHUNK_BYTES, Frame, PROTOCOL_VERSION, WireError};
-use super::protocol::{self, ClientMessage, RemoteJob, RunnerMessage};
+use super::protocol::{self, ClientMessage, RemoteJob, RunnerMessage, WireDynamicRun, WireTraceRun};
 use super::secure::{self, SecureReader, SecureWriter, TimedStream};
 use crate::data::{DATASET_FORMAT, DATASET_VERSION, Dataset, DatasetSpec};
 use crate::model::Variant;
 use crate::record::{DeviceRecord, RunOutput};
 use crate::runtime::{Job, JobMessage, LocalRunner, Runner, spawn_job};
-use crate::session::{StoredDynamicRun, StoredTraceRun};
 
 /// Quiet time after which a running job sends a heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -683,14 +682,14 @@ fn run_job(job: RemoteJob, shared: &Shared, frames: &Receiver<FrameResult>, writ
             recv(handle.messages) -> message => match message {
                 Ok(JobMessage::Event(crate::record::RunEvent::Checkpoint { first_sample, samples })) => {
                     let partial = crate::record::TraceRun { info: Default::default(), trace: *samples };
-                    let samples = Box::new(StoredTraceRun::of(&partial));
+                    let samples = Box::new(WireTraceRun::of(&partial));
                     send(writer, &RunnerMessage::Partial { first_sample, samples }).map_err(io)?;
                 }
                 Ok(JobMessage::Event(event)) => send(writer, &RunnerMessage::Event { event }).map_err(io)?,
                 Ok(JobMessage::Finished(result)) => {
                     let reply = match *result {
-                        Ok(RunOutput::Trace(run)) => RunnerMessage::TraceResult { run: Box::new(StoredTraceRun::of(&run)) },
-                        Ok(RunOutput::Dynamic(run)) => RunnerMessage::DynamicResult { run: Box::new(StoredDynamicRun::of(&run)) },
+                        Ok(RunOutput::Trace(run)) => RunnerMessage::TraceResult { run: Box::new(WireTraceRun::of(&run)) },
+                        Ok(RunOutput::Dynamic(run)) => RunnerMessage::DynamicResult { run: Box::new(WireDynamicRun::of(&run)) },
                         Err(e) => RunnerMessage::Failed { error: e.to_string() },
                     };
                     return send(writer, &reply).map_err(io);

@@ -5,6 +5,7 @@
 //! `runtime` fills these, `session` saves them, `net` carries them and `report` reads them; none of those
 //! imports another for their sake. No logic here beyond small derived figures (means, labels).
 
+pub mod columns;
 pub mod device;
 pub mod profile;
 pub mod resources;

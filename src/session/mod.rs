@@ -10,7 +10,6 @@
 //! distribution (`reference_jsd_bits`, plus the trace's `reference`), which makes probability loyalty exact beyond
 //! the top-k classes; version 1 files load unchanged (their loyalty is the top-k estimate with its bound).
 
-mod columns;
 mod finite;
 
 use std::collections::BTreeMap;
@@ -19,12 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use columns::{Column, MAX_COLUMN_ELEMENTS};
-
 use crate::analysis::policy::Policy;
-use crate::analysis::trace::{ExitTrace, Trace};
 use crate::data::Dataset;
 use crate::model::Variant;
+use crate::record::columns::{Column, ColumnarDynamic, ColumnarTrace};
 use crate::record::{DynamicRun, RunInfo, TraceRun};
 
 /// Format name at the top of every session file.
@@ -458,41 +455,17 @@ struct SessionFileV1 {
     view: serde_json::Value,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct StoredExit {
-    segment: usize,
-    top_k: usize,
-    top_classes: Column,
-    top_probs: Column,
-    entropy_nats: Column,
-    /// Since version 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reference_jsd_bits: Option<Column>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct StoredTrace {
-    num_classes: usize,
-    labels: Column,
-    preprocess_us: Column,
-    segment_latency_us: Vec<Column>,
-    exits: Vec<StoredExit>,
-    /// Since version 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reference: Option<String>,
-}
-
-/// A trace run in its compact form (columns), as sessions store it and runners send it.
+/// A trace run in its compact form (columns), as sessions store it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredTraceRun {
     info: RunInfo,
-    trace: StoredTrace,
+    trace: ColumnarTrace,
 }
 
 impl StoredTraceRun {
     /// Compacts a run.
     pub fn of(run: &TraceRun) -> Self {
-        Self { info: run.info.clone(), trace: StoredTrace::of(&run.trace) }
+        Self { info: run.info.clone(), trace: ColumnarTrace::of(&run.trace) }
     }
 
     /// Expands and validates; the error says what is wrong.
@@ -502,103 +475,25 @@ impl StoredTraceRun {
     }
 }
 
-/// A dynamic run in its compact form (columns).
+/// A dynamic run in its compact form (columns), as sessions store it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StoredDynamicRun {
     info: RunInfo,
     policy: Option<Policy>,
-    exit_taken: Column,
-    latency_us: Column,
-    preprocess_us: Column,
-    predicted: Column,
-    labels: Column,
+    #[serde(flatten)]
+    columns: ColumnarDynamic,
 }
 
 impl StoredDynamicRun {
     /// Compacts a run.
-    pub fn of(d: &DynamicRun) -> Self {
-        Self {
-            info: d.info.clone(),
-            policy: d.policy.clone(),
-            exit_taken: Column::encode(&d.exit_taken),
-            latency_us: Column::encode(&d.latency_us),
-            preprocess_us: Column::encode(&d.preprocess_us),
-            predicted: Column::encode(&d.predicted),
-            labels: Column::encode(&d.labels),
-        }
+    pub fn of(run: &DynamicRun) -> Self {
+        Self { info: run.info.clone(), policy: run.policy.clone(), columns: ColumnarDynamic::of(run) }
     }
 
     /// Expands and validates; the error says what is wrong.
     pub fn decode(self) -> Result<DynamicRun, String> {
         let name = self.info.variant.clone();
-        let context = |e: String| format!("verification of {name}: {e}");
-        let dynamic = DynamicRun {
-            policy: self.policy,
-            exit_taken: self.exit_taken.decode().map_err(context)?,
-            latency_us: self.latency_us.decode().map_err(context)?,
-            preprocess_us: self.preprocess_us.decode().map_err(context)?,
-            predicted: self.predicted.decode().map_err(context)?,
-            labels: self.labels.decode().map_err(context)?,
-            info: self.info,
-        };
-        let n = dynamic.labels.len();
-        if [dynamic.exit_taken.len(), dynamic.latency_us.len(), dynamic.preprocess_us.len(), dynamic.predicted.len()]
-            .iter()
-            .any(|&len| len != n)
-        {
-            return Err(context("its columns differ in length".into()));
-        }
-        Ok(dynamic)
-    }
-}
-
-impl StoredTrace {
-    fn of(trace: &Trace) -> Self {
-        Self {
-            num_classes: trace.num_classes,
-            labels: Column::encode(&trace.labels),
-            preprocess_us: Column::encode(&trace.preprocess_us),
-            segment_latency_us: trace.segment_latency_us.iter().map(|s| Column::encode(s)).collect(),
-            exits: trace
-                .exits
-                .iter()
-                .map(|e| StoredExit {
-                    segment: e.segment,
-                    top_k: e.top_k,
-                    top_classes: Column::encode(&e.top_classes),
-                    top_probs: Column::encode(&e.top_probs),
-                    entropy_nats: Column::encode(&e.entropy_nats),
-                    reference_jsd_bits: e.has_reference_jsd().then(|| Column::encode(&e.reference_jsd_bits)),
-                })
-                .collect(),
-            reference: trace.reference.clone(),
-        }
-    }
-
-    fn decode(&self) -> Result<Trace, String> {
-        let trace = Trace {
-            num_classes: self.num_classes,
-            labels: self.labels.decode()?,
-            preprocess_us: self.preprocess_us.decode()?,
-            segment_latency_us: self.segment_latency_us.iter().map(Column::decode).collect::<Result<_, _>>()?,
-            exits: self
-                .exits
-                .iter()
-                .map(|e| {
-                    Ok(ExitTrace {
-                        segment: e.segment,
-                        top_k: e.top_k,
-                        top_classes: e.top_classes.decode()?,
-                        top_probs: e.top_probs.decode()?,
-                        entropy_nats: e.entropy_nats.decode()?,
-                        reference_jsd_bits: e.reference_jsd_bits.as_ref().map_or(Ok(Vec::new()), Column::decode)?,
-                    })
-                })
-                .collect::<Result<_, String>>()?,
-            reference: self.reference.clone(),
-        };
-        trace.validate()?;
-        Ok(trace)
+        self.columns.decode(self.info, self.policy).map_err(|e| format!("verification of {name}: {e}"))
     }
 }
 

@@ -1,4 +1,6 @@
-//! Compact columns for large numeric arrays inside a JSON session: little-endian bytes, deflated, base64.
+//! The column codec shared by session files and the runner protocol: large numeric arrays inside JSON as
+//! little-endian bytes, deflated, base64; and a trace's or a dynamic run's columns. Sessions and the protocol
+//! each wrap these in types of their own, so neither format changes when the other does.
 //!
 //! A 50 000-sample ImageNet trace with 4 exits keeps 16 classes per exit: about 19 MB of numbers before
 //! compression instead of gigabytes of JSON text, and it still loads with any JSON reader.
@@ -13,6 +15,10 @@ use std::io::{Read, Write};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+
+use crate::analysis::policy::Policy;
+use crate::analysis::trace::{ExitTrace, Trace};
+use crate::record::{DynamicRun, RunInfo};
 
 /// One encoded array.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,6 +153,126 @@ fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = flate2::Crc::new();
     crc.update(bytes);
     crc.sum()
+}
+
+/// The columns of one exit of a [`ColumnarTrace`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnarExit {
+    segment: usize,
+    top_k: usize,
+    top_classes: Column,
+    top_probs: Column,
+    entropy_nats: Column,
+    /// Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_jsd_bits: Option<Column>,
+}
+
+/// A [`Trace`] as columns: what sessions store and runners send, each inside a type of its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnarTrace {
+    num_classes: usize,
+    labels: Column,
+    preprocess_us: Column,
+    segment_latency_us: Vec<Column>,
+    exits: Vec<ColumnarExit>,
+    /// Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+impl ColumnarTrace {
+    pub fn of(trace: &Trace) -> Self {
+        Self {
+            num_classes: trace.num_classes,
+            labels: Column::encode(&trace.labels),
+            preprocess_us: Column::encode(&trace.preprocess_us),
+            segment_latency_us: trace.segment_latency_us.iter().map(|s| Column::encode(s)).collect(),
+            exits: trace
+                .exits
+                .iter()
+                .map(|e| ColumnarExit {
+                    segment: e.segment,
+                    top_k: e.top_k,
+                    top_classes: Column::encode(&e.top_classes),
+                    top_probs: Column::encode(&e.top_probs),
+                    entropy_nats: Column::encode(&e.entropy_nats),
+                    reference_jsd_bits: e.has_reference_jsd().then(|| Column::encode(&e.reference_jsd_bits)),
+                })
+                .collect(),
+            reference: trace.reference.clone(),
+        }
+    }
+
+    pub fn decode(&self) -> Result<Trace, String> {
+        let trace = Trace {
+            num_classes: self.num_classes,
+            labels: self.labels.decode()?,
+            preprocess_us: self.preprocess_us.decode()?,
+            segment_latency_us: self.segment_latency_us.iter().map(Column::decode).collect::<Result<_, _>>()?,
+            exits: self
+                .exits
+                .iter()
+                .map(|e| {
+                    Ok(ExitTrace {
+                        segment: e.segment,
+                        top_k: e.top_k,
+                        top_classes: e.top_classes.decode()?,
+                        top_probs: e.top_probs.decode()?,
+                        entropy_nats: e.entropy_nats.decode()?,
+                        reference_jsd_bits: e.reference_jsd_bits.as_ref().map_or(Ok(Vec::new()), Column::decode)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            reference: self.reference.clone(),
+        };
+        trace.validate()?;
+        Ok(trace)
+    }
+}
+
+/// The columns of a [`DynamicRun`] (its facts and policy travel beside them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnarDynamic {
+    exit_taken: Column,
+    latency_us: Column,
+    preprocess_us: Column,
+    predicted: Column,
+    labels: Column,
+}
+
+impl ColumnarDynamic {
+    /// The columns of `run`.
+    pub fn of(run: &DynamicRun) -> Self {
+        Self {
+            exit_taken: Column::encode(&run.exit_taken),
+            latency_us: Column::encode(&run.latency_us),
+            preprocess_us: Column::encode(&run.preprocess_us),
+            predicted: Column::encode(&run.predicted),
+            labels: Column::encode(&run.labels),
+        }
+    }
+
+    /// Expands into the run with `info` and `policy`, checking that every column holds one value per sample.
+    pub fn decode(&self, info: RunInfo, policy: Option<Policy>) -> Result<DynamicRun, String> {
+        let dynamic = DynamicRun {
+            policy,
+            exit_taken: self.exit_taken.decode()?,
+            latency_us: self.latency_us.decode()?,
+            preprocess_us: self.preprocess_us.decode()?,
+            predicted: self.predicted.decode()?,
+            labels: self.labels.decode()?,
+            info,
+        };
+        let n = dynamic.labels.len();
+        if [dynamic.exit_taken.len(), dynamic.latency_us.len(), dynamic.preprocess_us.len(), dynamic.predicted.len()]
+            .iter()
+            .any(|&len| len != n)
+        {
+            return Err("its columns differ in length".into());
+        }
+        Ok(dynamic)
+    }
 }
 
 #[cfg(test)]
