@@ -535,23 +535,18 @@ fn folder_labels(spec: &DatasetSpec, source: &Path, directory: &Path) -> Result<
 
 /// Parses a dataset spec, checking its format and version first.
 pub fn parse_spec(path: &Path, text: &str) -> Result<DatasetSpec, DataError> {
-    #[derive(Deserialize)]
-    struct Header {
-        format: Option<String>,
-        version: Option<u32>,
-    }
-    let header: Header =
-        toml::from_str(text).map_err(|e| invalid(path, format!("not a valid TOML dataset spec: {e}")))?;
-    if header.format.as_deref() != Some(DATASET_FORMAT) {
-        return Err(invalid(path, format!("not an edgescope dataset spec (expected format = \"{DATASET_FORMAT}\")")));
-    }
-    match header.version {
-        Some(v) if v > DATASET_VERSION => {
-            return Err(DataError::NewerVersion { path: path.to_path_buf(), found: v, supported: DATASET_VERSION });
+    use crate::format::{FileFormat, HeaderProblem};
+    let format = FileFormat { name: DATASET_FORMAT, version: DATASET_VERSION };
+    format.check_toml(text).map_err(|problem| match problem {
+        HeaderProblem::Syntax(e) => invalid(path, format!("not a valid TOML dataset spec: {e}")),
+        HeaderProblem::OtherFormat => {
+            invalid(path, format!("not an edgescope dataset spec (expected format = \"{DATASET_FORMAT}\")"))
         }
-        Some(0) | None => return Err(invalid(path, "the spec has no valid `version`")),
-        Some(_) => {}
-    }
+        HeaderProblem::NoVersion => invalid(path, "the spec has no valid `version`"),
+        HeaderProblem::Newer { found } => {
+            DataError::NewerVersion { path: path.to_path_buf(), found, supported: DATASET_VERSION }
+        }
+    })?;
     let table: toml::Table =
         toml::from_str(text).map_err(|e| invalid(path, format!("not a valid TOML dataset spec: {e}")))?;
     if let Some(preprocess) = table.get("preprocess").and_then(toml::Value::as_table)

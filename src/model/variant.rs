@@ -447,24 +447,18 @@ fn shapes_compatible(a: &[Dim], b: &[Dim]) -> bool {
 
 /// Parses manifest text, checking its format name and version first so a newer file gets a useful message.
 pub fn parse_manifest(path: &Path, text: &str) -> Result<Manifest, ModelError> {
-    #[derive(Deserialize)]
-    struct Header {
-        format: Option<String>,
-        version: Option<u32>,
-    }
+    use crate::format::{FileFormat, HeaderProblem};
     let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), reason };
-    let header: Header = toml::from_str(text).map_err(|e| invalid(format!("not a valid TOML manifest: {e}")))?;
-    if header.format.as_deref() != Some(MANIFEST_FORMAT) {
-        return Err(invalid(format!(
-            "it is not an edgescope variant manifest (expected format = \"{MANIFEST_FORMAT}\")"
-        )));
-    }
-    match header.version {
-        Some(v) if v > MANIFEST_VERSION => {
-            return Err(ModelError::NewerVersion { path: path.to_path_buf(), found: v, supported: MANIFEST_VERSION });
+    let format = FileFormat { name: MANIFEST_FORMAT, version: MANIFEST_VERSION };
+    format.check_toml(text).map_err(|problem| match problem {
+        HeaderProblem::Syntax(e) => invalid(format!("not a valid TOML manifest: {e}")),
+        HeaderProblem::OtherFormat => {
+            invalid(format!("it is not an edgescope variant manifest (expected format = \"{MANIFEST_FORMAT}\")"))
         }
-        Some(0) | None => return Err(invalid("it has no valid `version`".into())),
-        Some(_) => {}
-    }
+        HeaderProblem::NoVersion => invalid("it has no valid `version`".into()),
+        HeaderProblem::Newer { found } => {
+            ModelError::NewerVersion { path: path.to_path_buf(), found, supported: MANIFEST_VERSION }
+        }
+    })?;
     toml::from_str(text).map_err(|e| invalid(format!("manifest error: {e}")))
 }

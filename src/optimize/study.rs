@@ -291,25 +291,20 @@ impl StudyState {
     pub fn load(path: &Path) -> Result<Self, StudyError> {
         let file_error = |reason: String| StudyError::File { path: path.to_path_buf(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        #[derive(Deserialize)]
-        struct Header {
-            format: Option<String>,
-            version: Option<u32>,
-        }
-        let header: Header = serde_json::from_str(&text).map_err(|e| file_error(format!("not valid JSON ({e})")))?;
-        if header.format.as_deref() != Some(STATE_FORMAT) {
-            return Err(file_error(format!(
-                "not a study state file (format \"{STATE_FORMAT}\"); name another --out folder"
-            )));
-        }
-        match header.version {
-            Some(v) if v > STATE_VERSION => Err(file_error(format!(
-                "study state version {v} is newer than this edgescope reads ({STATE_VERSION}); update edgescope or \
-                 name a new --out folder"
-            ))),
-            Some(v) if v >= 1 => serde_json::from_str(&text).map_err(|e| file_error(e.to_string())),
-            _ => Err(file_error("it has no valid version".into())),
-        }
+        use crate::format::{FileFormat, HeaderProblem};
+        let format = FileFormat { name: STATE_FORMAT, version: STATE_VERSION };
+        format.check_json(&text).map_err(|problem| match problem {
+            HeaderProblem::Syntax(e) => file_error(format!("not valid JSON ({e})")),
+            HeaderProblem::OtherFormat => {
+                file_error(format!("not a study state file (format \"{STATE_FORMAT}\"); name another --out folder"))
+            }
+            HeaderProblem::NoVersion => file_error("it has no valid version".into()),
+            HeaderProblem::Newer { found } => file_error(format!(
+                "study state version {found} is newer than this edgescope reads ({STATE_VERSION}); update edgescope \
+                 or name a new --out folder"
+            )),
+        })?;
+        serde_json::from_str(&text).map_err(|e| file_error(e.to_string()))
     }
 
     fn save(&self, path: &Path) -> Result<(), StudyError> {

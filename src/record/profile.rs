@@ -141,7 +141,7 @@ pub struct VariantProfile {
     pub device: String,
     /// Runs the means are over (after warm-up, disturbed runs left out).
     pub runs: usize,
-    /// Runs left out because the machine interrupted them (see [`crate::runtime::profile::undisturbed_runs`]).
+    /// Runs left out because the machine interrupted them (see `runtime::profile::undisturbed_runs`).
     #[serde(default)]
     pub disturbed_runs: usize,
     /// Intra-op threads (0 = ONNX Runtime's default).

@@ -21,7 +21,7 @@ pub struct ResourceSample {
     /// The machine's one-minute load average (runnable tasks, this process's included), where readable.
     #[serde(default)]
     pub load_average_1m: Option<f32>,
-    /// Board power, watts, where the board measures it ([`crate::runtime::power`]).
+    /// Board power, watts, where the board measures it (`runtime::power`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_w: Option<f32>,
 }
@@ -102,7 +102,7 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 /// A run's power: the board's draw during the measured part and at rest just before it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PowerSummary {
-    /// Where it was read ([`crate::runtime::power::PowerSource::describe`]).
+    /// Where it was read (`runtime::power::PowerSource::describe`).
     pub source: String,
     /// What the total is (the input rail, or the sum of the rails).
     pub total_of: String,

@@ -77,7 +77,7 @@ pub enum RunEvent {
         total: usize,
     },
     /// After the measured loop: samples compared with the reference variant so far (untimed; see
-    /// [`crate::runtime::reference`]). Sent only for jobs that name a reference.
+    /// `runtime::reference`). Sent only for jobs that name a reference.
     ComparingWithReference {
         /// Samples done.
         done: usize,
@@ -145,7 +145,7 @@ pub struct RunInfo {
     /// cancelled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference_failure: Option<String>,
-    /// True when the run had a fresh process of its own ([`crate::runtime::IsolatedRunner`]): its peak RSS is
+    /// True when the run had a fresh process of its own (`runtime::IsolatedRunner`): its peak RSS is
     /// then the memory of running this variant alone.
     #[serde(default)]
     pub isolated: bool,

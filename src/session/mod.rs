@@ -302,28 +302,18 @@ impl Session {
 
     /// Parses session JSON read from `path` (used to resolve relative paths and in messages).
     pub fn from_json(text: &str, path: &Path) -> Result<Self, SessionError> {
-        #[derive(Deserialize)]
-        struct Header {
-            format: Option<String>,
-            version: Option<u32>,
-        }
+        use crate::format::{FileFormat, HeaderProblem};
         let corrupt = |reason: String| SessionError::Corrupt { path: path.to_path_buf(), reason };
-        let header: Header = serde_json::from_str(text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
-        if header.format.as_deref() != Some(SESSION_FORMAT) {
-            return Err(corrupt(format!("it does not start with format \"{SESSION_FORMAT}\"")));
-        }
-        let version = header.version.ok_or_else(|| corrupt("it has no version".into()))?;
-        if version > SESSION_VERSION {
-            return Err(SessionError::NewerVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SESSION_VERSION,
-            });
-        }
+        let format = FileFormat { name: SESSION_FORMAT, version: SESSION_VERSION };
         // Version 2 only added optional fields, so one reader takes both; older versions would be migrated here.
-        if version == 0 {
-            return Err(corrupt("it claims version 0, which never existed".into()));
-        }
+        format.check_json(text).map_err(|problem| match problem {
+            HeaderProblem::Syntax(e) => corrupt(format!("not valid JSON ({e})")),
+            HeaderProblem::OtherFormat => corrupt(format!("it does not start with format \"{SESSION_FORMAT}\"")),
+            HeaderProblem::NoVersion => corrupt("it has no valid version (1 or more)".into()),
+            HeaderProblem::Newer { found } => {
+                SessionError::NewerVersion { path: path.to_path_buf(), found, supported: SESSION_VERSION }
+            }
+        })?;
         let file: SessionFileV1 = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
         file.into_session(&real_directory(path)).map_err(corrupt)
     }
