@@ -15,7 +15,9 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 
 fn harness(session: PathBuf, tab: Tab) -> Harness<'static, EdgescopeApp> {
-    let saved = SavedState { hint_dismissed: true, tab, ..SavedState::default() };
+    // The devices list beside the session copy, never the user's own.
+    let devices_file = Some(session.with_file_name("devices.toml"));
+    let saved = SavedState { hint_dismissed: true, tab, devices_file, ..SavedState::default() };
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, Some(session)));
@@ -164,7 +166,12 @@ fn the_compare_tab_shows_the_study_tables() {
 
 #[test]
 fn the_app_opens_on_the_demo_session_with_an_early_exit_variant() {
-    let saved = SavedState { hint_dismissed: false, ..SavedState::default() };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let saved = SavedState {
+        hint_dismissed: false,
+        devices_file: Some(dir.path().join("devices.toml")),
+        ..SavedState::default()
+    };
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
         .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, None));
@@ -229,8 +236,13 @@ fn verify_runs_on_the_remote_runner_that_measured_the_trace() {
         address: format!("tcp://{address}"),
         token_file: token_file.clone(),
     };
-    harness.state_mut().send(Command::AddDevice(device));
+    harness.state_mut().send(Command::AddDevice(device.clone()));
     harness.state_mut().send(Command::ToggleRunDevice("this machine".into()));
+    settle(&mut harness);
+    // The device went into the devices list the CLI reads (`--device loopback`).
+    let devices_file = harness.state().saved.devices_file.clone().expect("test devices file");
+    let list = edgescope::net::DeviceList::load(&devices_file).expect("devices list written");
+    assert_eq!(list.devices, [device]);
     let selection = harness.state().world.run_selection.clone();
     for name in selection.iter().filter(|n| n.as_str() != "tiny/ee") {
         harness.state_mut().send(Command::ToggleRunSelection(name.clone()));
@@ -380,4 +392,41 @@ fn an_exported_figure_has_axes_a_legend_and_the_headline_in_svg_and_png() {
     // Text and lines are drawn: a good share of the pixels are not white.
     let inked = png.pixels().filter(|p| p.0[0] < 200 || p.0[1] < 200 || p.0[2] < 200).count();
     assert!(inked > (width * height / 200) as usize, "{inked} inked pixels");
+}
+
+#[test]
+fn devices_an_older_version_saved_in_the_app_move_into_the_shared_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let devices_file = dir.path().join("devices.toml");
+    let token_file = dir.path().join("token");
+    let mut list = edgescope::net::DeviceList::default();
+    let shared = edgescope::net::DeviceConfig {
+        name: "orin".into(),
+        address: "tcp://127.0.0.1:9".into(),
+        token_file: token_file.clone(),
+    };
+    list.upsert(shared.clone());
+    list.save(&devices_file).expect("devices file");
+    // An app state as versions before the shared list saved it: its devices inside.
+    let old_state = serde_json::json!({
+        "hint_dismissed": true,
+        "devices": [
+            {"name": "pi5", "address": "tcp://127.0.0.1:10", "token_file": token_file},
+            {"name": "orin", "address": "tcp://127.0.0.1:11", "token_file": token_file}
+        ]
+    });
+    let mut saved: SavedState = serde_json::from_value(old_state).expect("old saved state reads");
+    saved.devices_file = Some(devices_file.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_eframe(move |cc| EdgescopeApp::with_state(cc.egui_ctx.clone(), saved, None));
+    settle(&mut harness);
+    let names: Vec<String> = harness.state().world.devices.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, ["orin", "pi5"], "the list's own entry wins; the old one joins");
+    assert_eq!(harness.state().world.devices[0], shared);
+    let written = edgescope::net::DeviceList::load(&devices_file).expect("list");
+    assert_eq!(written.devices.len(), 2, "the moved device is in the file the CLI reads");
+    assert!(harness.state().saved.legacy_devices.is_empty());
+    let state = serde_json::to_value(&harness.state().saved).expect("saved state");
+    assert!(state.get("devices").is_none(), "the app's own state no longer holds devices: {state}");
 }

@@ -125,8 +125,9 @@ fn devices_and_remote_eval_through_a_runner_process() {
         edgescope()
             .args(["eval", "--threads", "1", "--warmup", "1", "--limit", "40", "--dataset"])
             .arg(fixture("fmnist500"))
-            .args(["--device", &format!("tcp://{address}"), "--token-file"])
-            .arg(&token_file)
+            // By its name in the devices list: address and token come from the list.
+            .env("EDGESCOPE_DEVICES", &config)
+            .args(["--device", "bench-pi"])
             .arg("--variant")
             .args(["tiny_base.toml", "tiny_ee.toml"].map(fixture))
             .arg("--out")
@@ -154,4 +155,22 @@ fn devices_and_remote_eval_through_a_runner_process() {
     // With the runner gone, the listing says so instead of failing.
     let listing = run_ok(edgescope().args(["devices", "--config"]).arg(&config));
     assert!(listing.contains("bench-pi") && listing.contains("unavailable"), "{listing}");
+    // A name the list does not hold is refused with the names it does.
+    let output = edgescope()
+        .env("EDGESCOPE_DEVICES", &config)
+        .args(["eval", "--dataset"])
+        .arg(fixture("fmnist500"))
+        .args(["--device", "jetson", "--variant"])
+        .arg(fixture("tiny_base.toml"))
+        .arg("--out")
+        .arg(dir.path().join("never.json"))
+        .output()
+        .expect("run edgescope");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("no device called \"jetson\"") && stderr.contains("bench-pi"),
+        "{stderr}"
+    );
+    let listing = run_ok(edgescope().args(["devices", "--config"]).arg(&config).args(["--remove", "bench-pi"]));
+    assert!(listing.contains("no devices configured"), "{listing}");
 }

@@ -15,7 +15,8 @@ impl EdgescopeApp {
     /// Probes remote runners that have no state yet, or whose retry time has come (backoff up to a minute).
     pub(super) fn probe_devices(&mut self) {
         let now = std::time::Instant::now();
-        for device in &self.saved.devices {
+        let devices = self.world.devices.clone();
+        for device in &devices {
             let due = match self.world.device_states.get(&device.name) {
                 None => true,
                 Some(world::DeviceState::Failed { retry_at, .. }) => now >= *retry_at,
@@ -177,6 +178,8 @@ impl EdgescopeApp {
                 self.world.loader.finished(key::ROWS);
                 self.world.rows_cache = Some((criterion, budget_bits, revision, rows));
             }
+            Loaded::Devices(path, list) => self.devices_loaded(path, list),
+            Loaded::DevicesSaved(path, saved) => self.devices_saved(path, saved),
             Loaded::Written(path, result) => {
                 self.world.loader.finished(&key::written(&path));
                 match result {

@@ -179,21 +179,8 @@ impl EdgescopeApp {
                 world.table_sort = Some((table, column, ascending));
             }
             Command::ShowTimeline(index) => world.timeline_run = Some(index),
-            Command::AddDevice(device) => {
-                if device.name.trim().is_empty() || device.address.trim().is_empty() {
-                    world.error("a device needs a name and an address (tcp://HOST:PORT)");
-                } else {
-                    world.device_states.remove(&device.name);
-                    world.run_devices.insert(device.name.clone());
-                    self.saved.devices.retain(|d| d.name != device.name);
-                    self.saved.devices.push(device);
-                }
-            }
-            Command::RemoveDevice(name) => {
-                self.saved.devices.retain(|d| d.name != name);
-                world.device_states.remove(&name);
-                world.run_devices.remove(&name);
-            }
+            Command::AddDevice(device) => self.add_device(device),
+            Command::RemoveDevice(name) => self.remove_device(&name),
             Command::ToggleRunDevice(name) => {
                 if !world.run_devices.remove(&name) {
                     world.run_devices.insert(name);
@@ -392,7 +379,7 @@ impl EdgescopeApp {
         let remote = if device == world::THIS_MACHINE {
             None
         } else {
-            let Some(config) = self.saved.devices.iter().find(|d| d.name == device) else {
+            let Some(config) = self.world.devices.iter().find(|d| d.name == device) else {
                 self.world.error(format!("no device called {device} is configured"));
                 return;
             };
@@ -479,7 +466,7 @@ impl EdgescopeApp {
             return;
         };
         let run = &self.world.session.runs[index];
-        let device = match trace_device(&self.saved.devices, run.info.runner.as_deref()) {
+        let device = match trace_device(&self.world.devices, run.info.runner.as_deref()) {
             Ok(device) => device,
             Err(e) => return self.world.error(format!("cannot verify {variant}: {e}")),
         };
@@ -520,7 +507,7 @@ impl EdgescopeApp {
 
 /// The configured device that measured a trace: [`world::THIS_MACHINE`] for a local trace, else the remote runner
 /// whose address the trace records.
-pub(super) fn trace_device(devices: &[super::state::DeviceConfig], runner: Option<&str>) -> Result<String, String> {
+pub(super) fn trace_device(devices: &[crate::net::DeviceConfig], runner: Option<&str>) -> Result<String, String> {
     let Some(runner) = runner else { return Ok(world::THIS_MACHINE.to_string()) };
     let bare = |address: &str| crate::net::client::parse_address(address.trim());
     devices.iter().find(|d| bare(&d.address) == bare(runner)).map(|d| d.name.clone()).ok_or_else(|| {

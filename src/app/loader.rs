@@ -47,6 +47,10 @@ pub enum Loaded {
     Rows(Criterion, u64, u64, Arc<Vec<crate::report::Row>>),
     /// A PNG or SVG figure was written.
     Written(PathBuf, Result<(), String>),
+    /// The devices list read from its file.
+    Devices(PathBuf, Result<crate::net::DeviceList, String>),
+    /// The devices list written to its file.
+    DevicesSaved(PathBuf, Result<(), String>),
 }
 
 /// The channel and the set of tasks in flight (so a frame that asks again does not start a second one).
@@ -74,6 +78,11 @@ impl Loader {
     /// True while any task runs (tests wait for this to settle).
     pub fn any_busy(&self) -> bool {
         !self.in_flight.is_empty()
+    }
+
+    /// True while the task `key` runs.
+    pub fn is_running(&self, key: &str) -> bool {
+        self.in_flight.contains(key)
     }
 
     /// Marks a task done (called when its result is drained).
@@ -134,6 +143,8 @@ pub mod key {
     }
     /// Comparison rows.
     pub const ROWS: &str = "rows";
+    /// Reading or writing the devices list.
+    pub const DEVICES: &str = "devices";
     /// Writing a figure.
     pub fn written(path: &Path) -> String {
         format!("write {}", path.display())

@@ -16,6 +16,7 @@ mod capture;
 mod certify;
 mod commands;
 mod compare;
+mod devices;
 mod exits_dialog;
 mod explore;
 mod figure_view;
@@ -84,6 +85,7 @@ impl EdgescopeApp {
         let mut app =
             Self { saved, world: World::default(), pending: Vec::new(), ctx, script: None, child_executable: None };
         app.world.loader.set_context(app.ctx.clone());
+        app.load_devices();
         let start =
             session.or_else(|| app.saved.session_path.clone().filter(|p| p.is_file())).or_else(demo_session_path);
         if let Some(path) = start {
@@ -162,7 +164,7 @@ impl eframe::App for EdgescopeApp {
             });
             // Dialogs own their form state (ticks, text boxes) and draw it; what they start goes through commands.
             exits_dialog::window_ui(ui.ctx(), &mut self.world);
-            profile_view::window_ui(ui.ctx(), &self.saved, &mut self.world);
+            profile_view::window_ui(ui.ctx(), &mut self.world);
             quantize_dialog::window_ui(ui.ctx(), &mut self.world);
             self.unsaved_prompt_ui(ui.ctx(), &mut commands);
         }

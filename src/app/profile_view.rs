@@ -9,7 +9,6 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
-use super::state::SavedState;
 use super::world::{THIS_MACHINE, World};
 use crate::data::Dataset;
 use crate::model::Variant;
@@ -84,19 +83,19 @@ impl ProfileView {
     }
 
     /// Starts profiling the chosen variants on the chosen device (one worker at a time).
-    pub fn start(&mut self, saved: &SavedState, world: &mut World, ctx: &egui::Context) {
+    pub fn start(&mut self, world: &mut World, ctx: &egui::Context) {
         if self.worker.is_some() {
             self.error = Some("a profile is running; wait for it or cancel it".into());
             return;
         }
-        match self.prepare(saved, world) {
+        match self.prepare(world) {
             Ok((jobs, remote)) => self.spawn(jobs, remote, ctx),
             Err(e) => self.error = Some(e),
         }
     }
 
     /// The variants to profile (by slot), the dataset, and the remote runner if any.
-    fn prepare(&self, saved: &SavedState, world: &mut World) -> Result<(Vec<SlotJob>, Option<RemoteRunner>), String> {
+    fn prepare(&self, world: &mut World) -> Result<(Vec<SlotJob>, Option<RemoteRunner>), String> {
         let dataset_name = world
             .run_dataset
             .clone()
@@ -118,7 +117,7 @@ impl ProfileView {
         let remote = if self.device == THIS_MACHINE {
             None
         } else {
-            let config = saved
+            let config = world
                 .devices
                 .iter()
                 .find(|d| d.name == self.device)
@@ -218,7 +217,7 @@ pub fn drain(world: &mut World) {
 }
 
 /// Draws the window, if open. Closing it cancels a running profile.
-pub fn window_ui(ctx: &egui::Context, saved: &SavedState, world: &mut World) {
+pub fn window_ui(ctx: &egui::Context, world: &mut World) {
     let Some(mut view) = world.profile_view.take() else { return };
     let mut open = true;
     let mut start = false;
@@ -228,7 +227,7 @@ pub fn window_ui(ctx: &egui::Context, saved: &SavedState, world: &mut World) {
         .default_width(900.0)
         .default_height(720.0)
         .show(ctx, |ui| {
-            controls_ui(ui, saved, world, &mut view, &mut start);
+            controls_ui(ui, world, &mut view, &mut start);
             ui.separator();
             let shown: Vec<&VariantProfile> = view.results().collect();
             if shown.is_empty() {
@@ -251,7 +250,7 @@ pub fn window_ui(ctx: &egui::Context, saved: &SavedState, world: &mut World) {
             });
         });
     if start {
-        view.start(saved, world, ctx);
+        view.start(world, ctx);
     }
     if !open && let Some(worker) = &view.worker {
         worker.cancel.cancel();
@@ -261,7 +260,7 @@ pub fn window_ui(ctx: &egui::Context, saved: &SavedState, world: &mut World) {
     }
 }
 
-fn controls_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, view: &mut ProfileView, start: &mut bool) {
+fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut ProfileView, start: &mut bool) {
     let busy = view.worker.is_some();
     let names: Vec<String> = world.session.variants.iter().map(|v| v.name.clone()).collect();
     ui.add_enabled_ui(!busy, |ui| {
@@ -287,7 +286,7 @@ fn controls_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, view: &mut 
                 .selected_text(view.device.clone())
                 .show_ui(ui, |ui| {
                     ui.selectable_value(&mut view.device, THIS_MACHINE.to_string(), THIS_MACHINE);
-                    for device in &saved.devices {
+                    for device in &world.devices {
                         ui.selectable_value(&mut view.device, device.name.clone(), &device.name);
                     }
                 })

@@ -12,13 +12,13 @@ use super::{Command, Commands};
 
 /// Draws the runs tab.
 pub fn runs_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
-    devices_ui(ui, saved, world, commands);
+    devices_ui(ui, world, commands);
     ui.separator();
     ui.heading("Run variants");
     ui.horizontal_wrapped(|ui| {
         ui.label("devices:");
         let mut names = vec![THIS_MACHINE.to_string()];
-        names.extend(saved.devices.iter().map(|d| d.name.clone()));
+        names.extend(world.devices.iter().map(|d| d.name.clone()));
         for name in names {
             let mut ticked = world.run_devices.contains(&name);
             if ui.checkbox(&mut ticked, &name).changed() {
@@ -146,10 +146,10 @@ fn timeline_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
 }
 
 /// Configured remote runners with their state, and a form to add one.
-fn devices_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
+fn devices_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
     ui.heading("Devices");
     ui.label(format!("{THIS_MACHINE}: runs in this process"));
-    for device in &saved.devices {
+    for device in &world.devices {
         ui.horizontal_wrapped(|ui| {
             ui.strong(&device.name);
             ui.label(&device.address);

@@ -60,25 +60,21 @@ pub struct SavedState {
     pub run_warmup: usize,
     /// Only the first N samples (0 = all).
     pub run_limit: usize,
-    /// Remote runners the user added (the token stays in its file; only the path is saved).
-    pub devices: Vec<DeviceConfig>,
+    /// Remote runners saved here by versions before the shared devices list: read once, moved into the list
+    /// (`net::devices`), never written again.
+    #[serde(rename = "devices", skip_serializing)]
+    pub legacy_devices: Vec<DeviceConfig>,
+    /// The devices list the app shares with the CLI; `None` for its default place (`$EDGESCOPE_DEVICES`, else
+    /// `~/.config/edgescope/devices.toml`).
+    pub devices_file: Option<PathBuf>,
     /// Presentation mode: light theme, large type, editing controls hidden, full screen.
     pub presentation: bool,
     /// Latency axes on a logarithmic scale.
     pub log_latency: bool,
 }
 
-/// A remote runner as the user configured it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DeviceConfig {
-    /// A name for people ("orin-nano").
-    pub name: String,
-    /// `tcp://HOST:PORT`.
-    pub address: String,
-    /// File holding the shared token.
-    pub token_file: PathBuf,
-}
+/// A remote runner as the user configured it: an entry of the devices list the CLI shares.
+pub use crate::net::DeviceConfig;
 
 impl Default for SavedState {
     fn default() -> Self {
@@ -93,7 +89,8 @@ impl Default for SavedState {
             run_threads: 0,
             run_warmup: crate::record::DEFAULT_WARMUP_RUNS,
             run_limit: 0,
-            devices: Vec::new(),
+            legacy_devices: Vec::new(),
+            devices_file: None,
             presentation: false,
             log_latency: false,
         }

@@ -131,7 +131,7 @@ impl StudyWizard {
                     None => Box::new(LocalRunner::new()),
                 }
             } else {
-                let Some(config) = app.saved.devices.iter().find(|d| &d.name == name) else {
+                let Some(config) = app.world.devices.iter().find(|d| &d.name == name) else {
                     return self.result = Some(Err(format!("no device called {name} is configured")));
                 };
                 match crate::net::protocol::read_token(&config.token_file) {
@@ -218,7 +218,7 @@ fn path_row_ui(ui: &mut egui::Ui, label: &str, value: &mut String, choices: &[(S
 pub fn window_ui(ctx: &egui::Context, app: &mut EdgescopeApp) {
     let Some(mut wizard) = app.world.study_wizard.take() else { return };
     // Devices: this machine and every configured remote runner.
-    for device in &app.saved.devices {
+    for device in &app.world.devices {
         if !wizard.devices.iter().any(|(n, _)| n == &device.name) {
             wizard.devices.push((device.name.clone(), false));
         }

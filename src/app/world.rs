@@ -220,6 +220,10 @@ pub struct World {
     pub device_states: HashMap<String, DeviceState>,
     /// Probe results arrive here: (device name, result).
     pub probes: (Sender<Probe>, Receiver<Probe>),
+    /// Remote runners: the devices list shared with the CLI (`net::devices`), as last read or written.
+    pub devices: Vec<crate::net::DeviceConfig>,
+    /// The devices list changed while a save was under way: save again when it ends.
+    pub devices_dirty: bool,
     /// Devices ticked for running (names; [`THIS_MACHINE`] included).
     pub run_devices: BTreeSet<String>,
     /// The "Add early exits…" dialog, when open.
@@ -269,6 +273,8 @@ impl Default for World {
             capture_done: false,
             device_states: HashMap::new(),
             probes: bounded(16),
+            devices: Vec::new(),
+            devices_dirty: false,
             run_devices: BTreeSet::from([THIS_MACHINE.to_string()]),
             exits_dialog: None,
             profile_view: None,

@@ -144,6 +144,9 @@ pub struct DevicesArgs {
     /// Add or replace a device: NAME ADDRESS (tcp://HOST:PORT); needs --token-file.
     #[arg(long, num_args = 2, value_names = ["NAME", "ADDRESS"])]
     pub add: Option<Vec<String>>,
+    /// Remove the device called NAME.
+    #[arg(long, value_name = "NAME", conflicts_with = "add")]
+    pub remove: Option<String>,
     /// Token file of the device being added.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -218,10 +221,11 @@ pub struct EvalArgs {
     /// (by default unreadable samples are skipped, listed and left out of every denominator).
     #[arg(long)]
     pub strict: bool,
-    /// Run on a remote edgescope-runner (tcp://HOST:PORT) instead of this machine.
-    #[arg(long, requires = "token_file")]
+    /// Run on a remote edgescope-runner instead of this machine: a name from the devices list (`edgescope
+    /// devices`) or tcp://HOST:PORT.
+    #[arg(long)]
     pub device: Option<String>,
-    /// Token file shared with the remote runner.
+    /// Token file shared with the remote runner (default: the devices list's entry).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// A calibration dataset: early-exit variants also run on it, so thresholds can be set as percentiles of
@@ -552,13 +556,12 @@ fn eval(args: &EvalArgs) -> Result<()> {
         None => None,
     };
 
-    let mut runner: Box<dyn Runner> = match (&args.device, &args.token_file) {
-        (Some(address), Some(token_file)) => {
-            let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
-            Box::new(crate::net::RemoteRunner::new(address, token))
-        }
+    let remote = args.device.as_deref().map(|device| remote_runner(device, args.token_file.as_deref())).transpose()?;
+    let runner_address = remote.as_ref().map(|r| format!("tcp://{}", r.address()));
+    let mut runner: Box<dyn Runner> = match remote {
+        Some(remote) => Box::new(remote),
         // Each variant in a fresh process: its memory is its own (see README, measurement rules).
-        _ => Box::new(IsolatedRunner::current_exe()?),
+        None => Box::new(IsolatedRunner::current_exe()?),
     };
     let device = runner.device()?;
     eprintln!("device: {}", device.summary());
@@ -590,7 +593,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
                         settings: settings.clone(),
                         samples_total: settings.limit.map_or(dataset.len(), |l| l.min(dataset.len())),
                         dataset_samples: dataset.len(),
-                        runner: args.device.clone(),
+                        runner: runner_address.clone(),
                         ..Default::default()
                     },
                     trace: crate::analysis::trace::Trace::new(
@@ -854,73 +857,48 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The devices file: `format = "edgescope-devices"`, `version = 1`, then `[[devices]]` with name, address and
-/// token_file.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct DevicesFile {
-    format: String,
-    version: u32,
-    #[serde(default)]
-    devices: Vec<DeviceEntry>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct DeviceEntry {
-    name: String,
-    address: String,
-    token_file: PathBuf,
-}
-
-fn devices_path(args: &DevicesArgs) -> Result<PathBuf> {
-    if let Some(path) = &args.config {
-        return Ok(path.clone());
-    }
-    if let Some(path) = std::env::var_os("EDGESCOPE_DEVICES") {
-        return Ok(PathBuf::from(path));
-    }
-    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set; pass --config"))?;
-    Ok(PathBuf::from(home).join(".config/edgescope/devices.toml"))
+/// A client for `device`: a name from the devices list or `tcp://HOST:PORT`; `token_file` overrides the list's
+/// (and is needed for an address the list does not hold).
+pub(crate) fn remote_runner(device: &str, token_file: Option<&std::path::Path>) -> Result<crate::net::RemoteRunner> {
+    use crate::net::DeviceList;
+    // An address with its token needs no list: a damaged list does not stop it.
+    let list = if device.starts_with("tcp://") && token_file.is_some() {
+        DeviceList::default()
+    } else {
+        DeviceList::load(&DeviceList::default_path()?)?
+    };
+    let (address, token) = list.resolve(device, token_file).map_err(|e| anyhow!(e))?;
+    Ok(crate::net::RemoteRunner::new(&address, token))
 }
 
 fn devices(args: &DevicesArgs) -> Result<()> {
-    let path = devices_path(args)?;
-    let mut file = if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let file: DevicesFile =
-            toml::from_str(&text).with_context(|| format!("{} is not a valid devices file", path.display()))?;
-        if file.format != "edgescope-devices" {
-            bail!("{} is not an edgescope devices file (format = \"edgescope-devices\")", path.display());
-        }
-        if file.version > 1 {
-            bail!(
-                "{} is devices file version {}, newer than this edgescope reads (1); update edgescope",
-                path.display(),
-                file.version
-            );
-        }
-        file
-    } else {
-        DevicesFile { format: "edgescope-devices".into(), version: 1, devices: Vec::new() }
+    use crate::net::{DeviceConfig, DeviceList};
+    let path = match &args.config {
+        Some(path) => path.clone(),
+        None => DeviceList::default_path()?,
     };
+    let mut list = DeviceList::load(&path)?;
     if let Some(add) = &args.add {
         let token_file = args.token_file.clone().ok_or_else(|| anyhow!("--add needs --token-file"))?;
-        let entry = DeviceEntry { name: add[0].clone(), address: add[1].clone(), token_file };
-        file.devices.retain(|d| d.name != entry.name);
-        file.devices.push(entry);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let text = toml::to_string(&file).context("serializing the devices file")?;
-        crate::session::write_atomically(&path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        let entry = DeviceConfig { name: add[0].clone(), address: add[1].clone(), token_file };
+        list.check_entry(&entry).map_err(|e| anyhow!(e))?;
+        list.upsert(entry);
+        list.save(&path)?;
         eprintln!("saved {}", path.display());
     }
-    if file.devices.is_empty() {
+    if let Some(name) = &args.remove {
+        if !list.remove(name) {
+            bail!("{} has no device called {name:?}", path.display());
+        }
+        list.save(&path)?;
+        eprintln!("removed {name} from {}", path.display());
+    }
+    if list.devices.is_empty() {
         println!(
             "no devices configured; add one with `edgescope devices --add NAME tcp://HOST:PORT --token-file PATH`"
         );
     }
-    for device in &file.devices {
+    for device in &list.devices {
         let state = crate::net::protocol::read_token(&device.token_file)
             .map_err(|e| anyhow!(e))
             .and_then(|token| Ok(crate::net::RemoteRunner::new(&device.address, token).device()?));

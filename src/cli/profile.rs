@@ -41,10 +41,11 @@ pub struct ProfileArgs {
     /// text or json.
     #[arg(long, default_value = "text")]
     pub format: String,
-    /// Profile on a remote edgescope-runner (tcp://HOST:PORT) instead of this machine.
-    #[arg(long, requires = "token_file")]
+    /// Profile on a remote edgescope-runner instead of this machine: a name from the devices list or
+    /// tcp://HOST:PORT.
+    #[arg(long)]
     pub device: Option<String>,
-    /// Token file shared with the remote runner.
+    /// Token file shared with the remote runner (default: the devices list's entry).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
 }
@@ -79,13 +80,8 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("{} has no dataset {dataset_name:?}", args.session.display()))?;
     let dataset = Dataset::open(&entry.path).with_context(|| format!("opening dataset {dataset_name:?}"))?;
     let settings = ProfileSettings { samples: args.samples, warmup: args.warmup, intra_threads: args.threads };
-    let mut remote = match (&args.device, &args.token_file) {
-        (Some(address), Some(token_file)) => {
-            let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
-            Some(crate::net::RemoteRunner::new(address, token))
-        }
-        _ => None,
-    };
+    let mut remote =
+        args.device.as_deref().map(|device| super::remote_runner(device, args.token_file.as_deref())).transpose()?;
     let cancel = CancelToken::new();
     let mut profiles = Vec::new();
     for name in std::iter::once(&args.variant).chain(&args.compare) {

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::optimize::study::{
@@ -32,8 +32,8 @@ pub struct StudyArgs {
     /// Output folder: the variants, session.json and study.json (run the same command again to resume).
     #[arg(long)]
     pub out: PathBuf,
-    /// Where to measure: `local` (this machine, the default) or a remote runner tcp://HOST:PORT (with
-    /// --token-file); repeat for several devices.
+    /// Where to measure: `local` (this machine, the default), a name from the devices list (`edgescope
+    /// devices`) or a remote runner tcp://HOST:PORT (with --token-file); repeat for several devices.
     #[arg(long = "device")]
     pub devices: Vec<String>,
     /// Token file shared with the remote runners.
@@ -99,15 +99,9 @@ fn devices(args: &StudyArgs) -> Result<Vec<StudyDevice>> {
         if name == "local" || name == "this machine" {
             // Each variant in a fresh process: its memory is its own (README, measurement rules).
             devices.push(StudyDevice { name: "this machine".into(), runner: Box::new(IsolatedRunner::current_exe()?) });
-        } else if name.starts_with("tcp://") {
-            let token_file = args
-                .token_file
-                .as_ref()
-                .ok_or_else(|| anyhow!("--device {name} needs --token-file (the token shared with that runner)"))?;
-            let token = crate::net::protocol::read_token(token_file).map_err(|e| anyhow!(e))?;
-            devices.push(StudyDevice { runner: Box::new(crate::net::RemoteRunner::new(&name, token)), name });
         } else {
-            bail!("--device must be local or tcp://HOST:PORT, not {name:?}");
+            let runner = super::remote_runner(&name, args.token_file.as_deref())?;
+            devices.push(StudyDevice { runner: Box::new(runner), name });
         }
     }
     Ok(devices)
