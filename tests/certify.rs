@@ -179,7 +179,10 @@ fn the_command_certifies_and_explains_bad_input() {
         (vec!["--variant", "resnet/ee4", "--calibration", "fmnist-test"], "is the dataset of the run being certified"),
         (vec!["--variant", "resnet/ee4", "--calibration", "elsewhere"], "neither holdout:FRACTION nor a dataset"),
         (vec!["--variant", "resnet/ee4", "--calibration", "holdout:1"], "strictly between 0 and 1"),
-        (vec!["--variant", "resnet/ee4", "--calibration", "fmnist-calib", "--risk", "speed"], "--risk must be"),
+        (
+            vec!["--variant", "resnet/ee4", "--calibration", "fmnist-calib", "--risk", "speed"],
+            "possible values: loyalty, accuracy",
+        ),
     ] {
         let (ok, _, err) = edgescope(&args);
         assert!(!ok, "{args:?} should fail");

@@ -30,21 +30,21 @@ pub struct CertifyArgs {
     #[arg(long)]
     pub calibration: String,
     /// loyalty (1 - label loyalty against the reference) or accuracy (top-1 drop against the reference).
-    #[arg(long, default_value = "loyalty")]
-    pub risk: String,
+    #[arg(long, value_enum, default_value = "loyalty")]
+    pub risk: Risk,
     /// Risk level, in (0, 1): 0.01 certifies label loyalty >= 99 % (or a top-1 drop <= 1 pp).
     #[arg(long, default_value_t = 0.01)]
     pub epsilon: f64,
     /// Error level, in (0, 1): the statement holds with probability >= 1 - delta over the calibration draw.
     #[arg(long, default_value_t = 0.05)]
     pub delta: f64,
-    /// Exit criterion: entropy, normalized-entropy, max-probability or margin.
-    #[arg(long, default_value = "entropy")]
-    pub criterion: String,
+    /// Exit criterion.
+    #[arg(long, value_enum, default_value = "entropy")]
+    pub criterion: Criterion,
     /// Threshold path: shared (one threshold at every exit, data-free grid) or quantile (the same confidence
     /// quantile at every exit, quantiles from a pilot part of the calibration data, see --pilot).
-    #[arg(long, default_value = "shared")]
-    pub path: String,
+    #[arg(long, value_enum, default_value = "shared")]
+    pub path: super::values::ThresholdPath,
     /// Steps of the path after "no early exit".
     #[arg(long, default_value_t = DEFAULT_PATH_STEPS)]
     pub steps: usize,
@@ -60,9 +60,9 @@ pub struct CertifyArgs {
     /// Accuracy budget of the uncertified inf-opt shown for comparison, percentage points.
     #[arg(long, default_value_t = crate::analysis::DEFAULT_BUDGET_PP)]
     pub budget: f64,
-    /// text or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::values::TextOrJson,
 }
 
 /// A point evaluated on the test samples.
@@ -140,20 +140,13 @@ fn holdout_fraction(text: &str) -> Result<Option<f64>> {
 
 /// `edgescope certify`.
 pub fn certify_command(args: &CertifyArgs) -> Result<()> {
-    if !matches!(args.format.as_str(), "text" | "json") {
-        bail!("--format must be text or json, not {:?}", args.format);
-    }
-    let risk =
-        Risk::parse(&args.risk).ok_or_else(|| anyhow!("--risk must be loyalty or accuracy, not {:?}", args.risk))?;
-    let criterion = super::parse_criterion(&args.criterion)?;
+    let risk = args.risk;
+    let criterion = args.criterion;
     let levels = Levels::new(args.epsilon, args.delta).map_err(|e| anyhow!("--{e}"))?;
-    if !matches!(args.path.as_str(), "shared" | "quantile") {
-        bail!("--path must be shared or quantile, not {:?}", args.path);
-    }
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    if args.path == "quantile" && !(args.pilot > 0.0 && args.pilot < 1.0) {
+    if args.path == super::values::ThresholdPath::Quantile && !(args.pilot > 0.0 && args.pilot < 1.0) {
         bail!("--pilot must be strictly between 0 and 1, not {}", args.pilot);
     }
     let holdout = holdout_fraction(&args.calibration)?;
@@ -218,7 +211,7 @@ pub fn certify_command(args: &CertifyArgs) -> Result<()> {
         (None, None) => unreachable!("a calibration run was found above"),
     };
 
-    let (calibration, path, calibration_label) = if args.path == "quantile" {
+    let (calibration, path, calibration_label) = if args.path == super::values::ThresholdPath::Quantile {
         // The quantiles come from a pilot part the test never sees again: the path is fixed before the rest.
         let (pilot, rest) = calibration.split(args.pilot, args.seed ^ 0x005E_ED0F_9170);
         let label = format!("{calibration_label}, of which {} place the quantiles (pilot)", pilot.len());
@@ -255,7 +248,7 @@ pub fn certify_command(args: &CertifyArgs) -> Result<()> {
         inf_opt_on_test,
         budget_pp: args.budget,
     };
-    if args.format == "json" {
+    if args.format == super::values::TextOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         print!("{}", render_text(&output));

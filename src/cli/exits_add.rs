@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::Args;
 
-use crate::optimize::exits_add::{AddExitsEvent, AddExitsRequest, add_exits, parse_head_kind};
-use crate::optimize::heads::TrainConfig;
+use crate::optimize::exits_add::{AddExitsEvent, AddExitsRequest, add_exits};
+use crate::optimize::heads::{HeadKind, TrainConfig};
 
 /// `edgescope exits add`.
 #[derive(Debug, Args)]
@@ -25,8 +25,8 @@ pub struct AddArgs {
     #[arg(long)]
     pub val: Option<PathBuf>,
     /// linear (pooling + one fully connected layer) or mlp (one hidden layer of 128 ReLU units).
-    #[arg(long, default_value = "linear")]
-    pub head: String,
+    #[arg(long, value_enum, default_value = "linear")]
+    pub head: HeadKind,
     /// Most training epochs per head (training stops earlier when the validation accuracy stops improving).
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
@@ -49,8 +49,7 @@ pub struct AddArgs {
 
 /// Runs `exits add`.
 pub fn exits_add(args: &AddArgs) -> Result<()> {
-    let kind =
-        parse_head_kind(&args.head).ok_or_else(|| anyhow!("--head must be linear or mlp, not {:?}", args.head))?;
+    let kind = args.head;
     if args.epochs == 0 {
         return Err(anyhow!("--epochs must be at least 1"));
     }

@@ -7,6 +7,7 @@ mod profile;
 mod quantize;
 mod samples;
 mod study;
+mod values;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -130,9 +131,9 @@ pub struct CandidatesArgs {
     /// The ONNX file.
     #[arg(long)]
     pub model: PathBuf,
-    /// text or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: values::TextOrJson,
 }
 
 /// `edgescope devices`.
@@ -161,9 +162,9 @@ pub struct RunArgs {
     /// Untimed warm-up runs before measuring.
     #[arg(long, default_value_t = crate::record::DEFAULT_WARMUP_RUNS)]
     pub warmup: usize,
-    /// Execution provider: cpu, cuda or tensorrt.
-    #[arg(long, default_value = "cpu")]
-    pub ep: String,
+    /// Execution provider.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub ep: ProviderChoice,
     /// Only the first N samples (a limited run is kept beside the full trace, never in its place).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -180,8 +181,7 @@ impl RunArgs {
         if self.limit == Some(0) {
             bail!("--limit 0 measures nothing; give at least 1, or leave --limit out for every sample");
         }
-        let provider = ProviderChoice::parse(&self.ep)
-            .ok_or_else(|| anyhow!("--ep must be cpu, cuda or tensorrt, not {:?}", self.ep))?;
+        let provider = self.ep;
         Ok(RunSettings {
             intra_threads: self.threads,
             warmup_runs: self.warmup,
@@ -212,8 +212,8 @@ pub struct EvalArgs {
     pub base: Option<String>,
     /// What the exits of bare ONNX files hold: logits, probabilities or log-probabilities (default: read off
     /// the graph, a final Softmax / LogSoftmax, and confirmed on the first samples). Manifests say it themselves.
-    #[arg(long)]
-    pub outputs: Option<String>,
+    #[arg(long, value_enum)]
+    pub outputs: Option<OutputKind>,
     /// Seconds between saves of the variant in progress (so even a killed eval keeps what it measured).
     #[arg(long, default_value_t = 20)]
     pub save_every_s: u64,
@@ -242,12 +242,12 @@ pub struct EvalArgs {
 pub struct ReportArgs {
     /// Session file.
     pub session: PathBuf,
-    /// text, csv, md or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
     /// Exit criterion for the operating points.
-    #[arg(long, default_value = "entropy")]
-    pub criterion: String,
+    #[arg(long, value_enum, default_value = "entropy")]
+    pub criterion: Criterion,
     /// Accuracy budget of inf-opt, percentage points below the base.
     #[arg(long, default_value_t = crate::analysis::DEFAULT_BUDGET_PP)]
     pub budget: f64,
@@ -264,9 +264,9 @@ pub struct SweepArgs {
     /// Variant name.
     #[arg(long)]
     pub variant: String,
-    /// entropy, normalized-entropy, max-probability or margin.
-    #[arg(long, default_value = "entropy")]
-    pub criterion: String,
+    /// Exit criterion.
+    #[arg(long, value_enum, default_value = "entropy")]
+    pub criterion: Criterion,
     /// Number of thresholds.
     #[arg(long, default_value_t = 200)]
     pub points: usize,
@@ -289,9 +289,9 @@ pub struct VerifyArgs {
     /// Thresholds at this percentile of calibration confidence (or one per exit, comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub percentile: Vec<f64>,
-    /// entropy, normalized-entropy, max-probability or margin.
-    #[arg(long, default_value = "entropy")]
-    pub criterion: String,
+    /// Exit criterion.
+    #[arg(long, value_enum, default_value = "entropy")]
+    pub criterion: Criterion,
     /// Store the dynamic run and the policy in the session.
     #[arg(long)]
     pub save: bool,
@@ -329,16 +329,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::MeasureJob) => crate::runtime::isolated::serve_child_job().map_err(|e| anyhow!(e)),
         None => open_app(cli.session, cli.screenshots),
     }
-}
-
-fn parse_output_kind(text: &str) -> Result<OutputKind> {
-    OutputKind::parse(text)
-        .ok_or_else(|| anyhow!("--outputs must be logits, probabilities or log-probabilities, not {text:?}"))
-}
-
-fn parse_criterion(text: &str) -> Result<Criterion> {
-    Criterion::parse(text)
-        .ok_or_else(|| anyhow!("unknown criterion {text:?}; use {}", Criterion::ALL.map(Criterion::name).join(", ")))
 }
 
 /// A terminal progress bar, or nothing when stderr is not a terminal.
@@ -484,7 +474,7 @@ impl CheckpointSaver {
 fn eval(args: &EvalArgs) -> Result<()> {
     let settings = args.run.settings()?;
     let dataset = Arc::new(Dataset::open(&args.dataset)?);
-    let stated_outputs = args.outputs.as_deref().map(parse_output_kind).transpose()?;
+    let stated_outputs = args.outputs;
     let mut variants = Vec::new();
     for path in &args.variants {
         let mut variant = Variant::open(path)?;
@@ -693,13 +683,9 @@ fn run_summary(run: &TraceRun) -> String {
 }
 
 fn report_command(args: &ReportArgs) -> Result<()> {
-    let format = Format::parse(&args.format).ok_or_else(|| anyhow!("--format must be text, csv, md or json"))?;
+    let format = args.format;
     let session = Session::load(&args.session)?;
-    let options = ReportOptions {
-        criterion: parse_criterion(&args.criterion)?,
-        budget_pp: args.budget,
-        ..ReportOptions::default()
-    };
+    let options = ReportOptions { criterion: args.criterion, budget_pp: args.budget, ..ReportOptions::default() };
     let rows = report::rows(&session, &options);
     if rows.is_empty() {
         bail!("{} holds no runs; create some with `edgescope eval`", args.session.display());
@@ -723,7 +709,7 @@ fn sweep(args: &SweepArgs) -> Result<()> {
     if run.trace.early_exit_count() == 0 {
         bail!("{} has no early exit: there is nothing to sweep", args.variant);
     }
-    let criterion = parse_criterion(&args.criterion)?;
+    let criterion = args.criterion;
     let options =
         ReportOptions { criterion, budget_pp: args.budget, sweep_points: args.points, ..ReportOptions::default() };
     let (_, sweep) = report::sweep_run(&session, run, &options);
@@ -744,7 +730,7 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     if let Some(bad) = args.percentile.iter().find(|p| !(p.is_finite() && (0.0..=100.0).contains(*p))) {
         bail!("--percentile {bad} must be a number from 0 to 100");
     }
-    let criterion = parse_criterion(&args.criterion)?;
+    let criterion = args.criterion;
     let policy = if args.percentile.is_empty() {
         let thresholds = match args.threshold.as_slice() {
             [one] => vec![*one; early],
@@ -986,8 +972,8 @@ fn exits_split(args: &SplitArgs) -> Result<()> {
 
 fn exits_candidates(args: &CandidatesArgs) -> Result<()> {
     let analysis = crate::optimize::cut_candidates(&args.model)?;
-    match args.format.as_str() {
-        "json" => {
+    match args.format {
+        values::TextOrJson::Json => {
             let cuts: Vec<serde_json::Value> = analysis
                 .cuts
                 .iter()
@@ -1022,7 +1008,7 @@ fn exits_candidates(args: &CandidatesArgs) -> Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
-        "text" => {
+        values::TextOrJson::Text => {
             println!(
                 "{}: {} cut point(s) on the way to {:?}; {} MACs and {} parameters per sample in all",
                 args.model.display(),
@@ -1047,7 +1033,6 @@ fn exits_candidates(args: &CandidatesArgs) -> Result<()> {
                 );
             }
         }
-        other => bail!("--format must be text or json, not {other:?}"),
     }
     Ok(())
 }

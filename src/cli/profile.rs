@@ -38,9 +38,9 @@ pub struct ProfileArgs {
     /// Intra-op threads (0 = ONNX Runtime's default).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// text or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::values::TextOrJson,
     /// Profile on a remote edgescope-runner instead of this machine: a name from the devices list or
     /// tcp://HOST:PORT.
     #[arg(long)]
@@ -52,9 +52,6 @@ pub struct ProfileArgs {
 
 /// `edgescope profile`.
 pub fn profile_command(args: &ProfileArgs) -> Result<()> {
-    if !matches!(args.format.as_str(), "text" | "json") {
-        bail!("--format must be text or json, not {:?}", args.format);
-    }
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
@@ -113,7 +110,7 @@ pub fn profile_command(args: &ProfileArgs) -> Result<()> {
         }
         profiles.push(profile);
     }
-    if args.format == "json" {
+    if args.format == super::values::TextOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&profiles)?);
     } else {
         for profile in &profiles {

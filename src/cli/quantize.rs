@@ -23,8 +23,8 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// ptq (static, QDQ, calibrated) or dq (dynamic).
-    #[arg(long)]
-    pub method: String,
+    #[arg(long, value_enum)]
+    pub method: Method,
     /// Output: a .onnx file (its manifest is written beside it) or a new folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -50,11 +50,11 @@ pub struct QuantizeArgs {
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
     /// Activation type for ptq: u8 or i8.
-    #[arg(long, default_value = "u8")]
-    pub activation_type: String,
+    #[arg(long, value_enum, default_value = "u8")]
+    pub activation_type: QuantType,
     /// Weight type: i8 or u8 (default: i8 for ptq, u8 for dq, which ONNX Runtime's CPU ConvInteger needs).
-    #[arg(long)]
-    pub weight_type: Option<String>,
+    #[arg(long, value_enum)]
+    pub weight_type: Option<QuantType>,
     /// Calibration method: minmax, percentile or entropy (ONNX Runtime's CalibrationMethod, same arithmetic).
     #[arg(long, default_value = "minmax")]
     pub calibrate: String,
@@ -97,15 +97,11 @@ pub struct QuantizeArgs {
 
 impl QuantizeArgs {
     fn options(&self) -> Result<QuantizeOptions> {
-        let method =
-            Method::parse(&self.method).ok_or_else(|| anyhow!("--method must be ptq or dq, not {:?}", self.method))?;
+        let method = self.method;
         let mut options = if method == Method::Ptq { QuantizeOptions::ptq() } else { QuantizeOptions::dq() };
-        let parse_type = |text: &str, flag: &str| {
-            QuantType::parse(text).ok_or_else(|| anyhow!("{flag} must be u8 or i8, not {text:?}"))
-        };
-        options.activation_type = parse_type(&self.activation_type, "--activation-type")?;
-        if let Some(weight) = &self.weight_type {
-            options.weight_type = parse_type(weight, "--weight-type")?;
+        options.activation_type = self.activation_type;
+        if let Some(weight) = self.weight_type {
+            options.weight_type = weight;
         }
         if method == Method::Dq && options.activation_type != QuantType::U8 {
             bail!("dynamic quantization computes uint8 activations only; drop --activation-type");
@@ -166,9 +162,9 @@ pub struct SensitivityArgs {
     /// Batch size.
     #[arg(long, default_value_t = 50)]
     pub batch_size: usize,
-    /// text or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: super::values::TextOrJson,
 }
 
 fn cancel_on_ctrl_c() -> CancelToken {
@@ -326,9 +322,6 @@ pub fn quantize(args: &QuantizeArgs) -> Result<()> {
 
 /// Runs `edgescope sensitivity`.
 pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
-    if args.format != "text" && args.format != "json" {
-        bail!("--format must be text or json, not {:?}", args.format);
-    }
     if args.samples == 0 || args.batch_size == 0 {
         bail!("--samples and --batch-size must be at least 1");
     }
@@ -354,7 +347,7 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     }
     let noise =
         result.with_context(|| format!("comparing {} with {}", args.quantized.display(), args.model.display()))?;
-    if args.format == "json" {
+    if args.format == super::values::TextOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&noise)?);
         return Ok(());
     }

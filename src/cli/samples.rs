@@ -27,9 +27,9 @@ pub struct SamplesArgs {
     /// Dataset name (default: the evaluation dataset, not the calibration one).
     #[arg(long)]
     pub dataset: Option<String>,
-    /// csv or json.
-    #[arg(long, default_value = "csv")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: super::values::CsvOrJson,
 }
 
 /// One exit of one sample.
@@ -175,9 +175,6 @@ fn render_csv(rows: &[SampleRow], exits: usize) -> String {
 /// Runs `edgescope samples`.
 pub fn samples(args: &SamplesArgs) -> Result<()> {
     let session = Session::load(&args.session)?;
-    if !matches!(args.format.as_str(), "csv" | "json") {
-        bail!("--format must be csv or json, not {:?}", args.format);
-    }
     let run = pick_run(&session, args)?;
     let dataset = session.datasets.iter().find(|d| d.name == run.info.dataset).and_then(|entry| {
         Dataset::open(&entry.path)
@@ -185,7 +182,7 @@ pub fn samples(args: &SamplesArgs) -> Result<()> {
             .ok()
     });
     let rows = rows(run, dataset.as_ref());
-    let text = if args.format == "json" {
+    let text = if args.format == super::values::CsvOrJson::Json {
         #[derive(Serialize)]
         struct Export<'a> {
             variant: &'a str,

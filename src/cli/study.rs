@@ -58,8 +58,8 @@ pub struct StudyArgs {
     #[arg(long)]
     pub calibration_limit: Option<usize>,
     /// Exit heads: linear (pooling + one fully connected layer) or mlp (one hidden layer).
-    #[arg(long, default_value = "linear")]
-    pub head: String,
+    #[arg(long, value_enum, default_value = "linear")]
+    pub head: crate::optimize::heads::HeadKind,
     /// Most training epochs per head (early stopping on a held-out 10 % of the training set).
     #[arg(long, default_value_t = DEFAULT_EPOCHS)]
     pub epochs: usize,
@@ -114,7 +114,7 @@ pub fn study(args: &StudyArgs) -> Result<()> {
         test_limit: (!args.all_samples).then_some(args.limit),
         train_limit: args.train_limit,
         calibration_limit: args.calibration_limit,
-        head: args.head.clone(),
+        head: args.head.name().into(),
         epochs: args.epochs,
         seed: args.seed,
         threads: args.threads,

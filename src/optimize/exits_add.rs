@@ -10,7 +10,7 @@ use std::time::Instant;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::heads::{Cancelled, EpochReport, Features, HeadKind, TrainConfig, stratified_split, train_head};
+use super::heads::{Cancelled, EpochReport, Features, TrainConfig, stratified_split, train_head};
 use super::{ChainNames, SplitOutcome, check_output_folder, model_stem, write_chain};
 use crate::data::{DataError, Dataset};
 use crate::model::ModelError;
@@ -559,9 +559,4 @@ fn pool(values: &[f32], count: usize, channels: usize, target: &mut Features) {
         }
     }
     target.rows += count;
-}
-
-/// Parses `--head`.
-pub fn parse_head_kind(text: &str) -> Option<HeadKind> {
-    HeadKind::parse(text)
 }

@@ -134,14 +134,13 @@ pub enum Format {
 }
 
 impl Format {
-    /// Parses `text|csv|md|json`.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "text" => Some(Format::Text),
-            "csv" => Some(Format::Csv),
-            "md" | "markdown" => Some(Format::Markdown),
-            "json" => Some(Format::Json),
-            _ => None,
+    /// Name on the command line (`--format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Csv => "csv",
+            Format::Markdown => "md",
+            Format::Json => "json",
         }
     }
 }
