@@ -125,8 +125,7 @@ impl WireTraceRun {
 
     /// Expands and validates what a peer sent; the error says what is wrong.
     pub fn decode(self) -> Result<TraceRun, String> {
-        let trace = self.trace.decode().map_err(|e| format!("run of {}: {e}", self.info.variant))?;
-        Ok(TraceRun { info: self.info, trace })
+        self.trace.into_run(self.info)
     }
 }
 

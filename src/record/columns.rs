@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::policy::Policy;
 use crate::analysis::trace::{ExitTrace, Trace};
-use crate::record::{DynamicRun, RunInfo};
+use crate::record::{DynamicRun, RunInfo, TraceRun};
 
 /// One encoded array.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,6 +182,12 @@ pub struct ColumnarTrace {
 }
 
 impl ColumnarTrace {
+    /// Expands into the run with `info`, validated; the error names the run's variant.
+    pub fn into_run(&self, info: RunInfo) -> Result<TraceRun, String> {
+        let trace = self.decode().map_err(|e| format!("run of {}: {e}", info.variant))?;
+        Ok(TraceRun { info, trace })
+    }
+
     pub fn of(trace: &Trace) -> Self {
         Self {
             num_classes: trace.num_classes,

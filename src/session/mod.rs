@@ -460,8 +460,7 @@ impl StoredTraceRun {
 
     /// Expands and validates; the error says what is wrong.
     pub fn decode(self) -> Result<TraceRun, String> {
-        let trace = self.trace.decode().map_err(|e| format!("run of {}: {e}", self.info.variant))?;
-        Ok(TraceRun { info: self.info, trace })
+        self.trace.into_run(self.info)
     }
 }
 
