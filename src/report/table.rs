@@ -501,7 +501,7 @@ mod tests {
     fn cells_show_the_studys_formatting() {
         let table = sample();
         let shown: Vec<String> = table.rows[1].iter().map(Cell::display).collect();
-        assert_eq!(shown, ["m/ee, \"fast\"", "90.00", "2.37x", "≈97.25 (±0.13)", "0.011/0.019"]);
+        assert_eq!(shown, ["m/ee, \"fast\"", "90.00", "2.37x", "≈97.25 (±0.12)", "0.011/0.019"]);
         assert_eq!(table.rows[0][3].display(), "99.50", "a bound below half a digit is not shown");
         assert_eq!(table.rows[0][4].display(), "-");
         assert!(to_text(&table).contains("0.011/0.019"));
