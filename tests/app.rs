@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{fixture, settle};
 use edgescope::analysis::PreparedTrace;
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
+use edgescope::report::{Format, TableSort};
 use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
@@ -161,7 +162,77 @@ fn the_compare_tab_shows_the_study_tables() {
     // Sorting by accuracy puts the most accurate row first.
     harness.get_all_by_label("Accuracy (%)").next().expect("Table 2 header").click();
     settle(&mut harness);
-    assert_eq!(harness.state().world.table_sort, Some(("table2".to_string(), 4, false)));
+    let sort = TableSort { table: "table2".to_string(), column: 4, ascending: false };
+    assert_eq!(harness.state().world.table_sort, Some(sort));
+}
+
+/// The fields of one CSV line (quoted fields may hold commas and doubled quotes).
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted, mut chars) = (Vec::new(), String::new(), false, line.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            _ => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The header and rows of the CSV section whose title starts with `title`.
+fn csv_section(csv: &str, title: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut lines = csv.lines().skip_while(|l| !l.starts_with(&format!("# {title}"))).skip(1);
+    let header = csv_fields(lines.next().expect("a header"));
+    let rows = lines.take_while(|l| !l.is_empty() && !l.starts_with("# ")).map(csv_fields).collect();
+    (header, rows)
+}
+
+#[test]
+fn a_sorted_table_exports_as_csv_in_the_order_on_screen_with_plain_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = harness(session_copy(&dir), Tab::Compare);
+    settle(&mut harness);
+    let export = |harness: &mut Harness<'_, EdgescopeApp>, name: &str| {
+        let path = dir.path().join(name);
+        harness.state_mut().send(Command::ExportTables(path.clone(), Format::Csv));
+        settle(harness);
+        std::fs::read_to_string(&path).expect("the CSV was written")
+    };
+    let (header, unsorted) = csv_section(&export(&mut harness, "unsorted.csv"), "Table 2");
+    let model = header.iter().position(|h| h == "Model").expect("Model column");
+    let accuracy = header.iter().position(|h| h == "Accuracy (%)").expect("Accuracy column");
+    let speedup_header = csv_section(&export(&mut harness, "again.csv"), "Tables 3-6").0;
+    assert!(speedup_header.iter().any(|h| h == "Speed-up (x)"), "units in the header: {speedup_header:?}");
+    assert!(unsorted.len() >= 3, "{unsorted:?}");
+    let models: Vec<String> = unsorted.iter().map(|r| r[model].clone()).collect();
+
+    // Descending, then ascending: each file lists Table 2 as the screen shows it.
+    for (click, descending) in [("Accuracy (%)", true), ("Accuracy (%) (descending)", false)] {
+        harness.get_all_by_label(click).next().expect("Table 2's accuracy header").click();
+        settle(&mut harness);
+        // A label and its text run both carry the text: each cell appears twice in a row.
+        let mut on_screen: Vec<String> = harness
+            .query_all_by(|n| text_of(n).is_some_and(|t| models.contains(&t)))
+            .filter_map(|n| text_of(&n.accesskit_node()))
+            .collect();
+        on_screen.dedup();
+        on_screen.truncate(models.len());
+        let name = if descending { "descending.csv" } else { "ascending.csv" };
+        let (_, rows) = csv_section(&export(&mut harness, name), "Table 2");
+        let exported: Vec<String> = rows.iter().map(|r| r[model].clone()).collect();
+        assert_eq!(exported, on_screen, "the file's rows are in the order on screen");
+        // Plain numbers: they parse, carry no "%" or "x", and follow the sort.
+        let values: Vec<f64> = rows.iter().map(|r| r[accuracy].parse().expect("a plain number")).collect();
+        let sorted = values.windows(2).all(|w| if descending { w[0] >= w[1] } else { w[0] <= w[1] });
+        assert!(sorted, "{values:?}");
+        let suffixed = |f: &String| f.strip_suffix(['x', '%']).is_some_and(|n| n.parse::<f64>().is_ok());
+        assert!(!rows.iter().flatten().any(suffixed), "no \"1.00x\" or \"89.40%\" fields: {rows:?}");
+    }
 }
 
 #[test]

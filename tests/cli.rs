@@ -43,6 +43,16 @@ fn eval_report_sweep_verify() {
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("json report");
     assert_eq!(parsed["tables"].as_array().map(Vec::len), Some(4), "Tables 2, 3-6, 7 and the runs");
     assert_eq!(parsed["tables"][3]["id"], "runs");
+    // CSV and JSON carry plain numbers, units in the headers.
+    assert!(csv.contains("Speed-up (x)") && csv.contains("Early-exit avg (ms),Final-exit avg (ms)"), "{csv}");
+    let suffixed = |f: &str| f.strip_suffix(['x', '%']).is_some_and(|n| n.parse::<f64>().is_ok());
+    assert!(!csv.lines().flat_map(|l| l.split(',')).any(suffixed), "no 1.00x or 89.40% fields:\n{csv}");
+    let table2 = &parsed["tables"][0];
+    let accuracy = table2["columns"].as_array().and_then(|c| c.iter().position(|h| h == "Accuracy (%)"));
+    let accuracy = accuracy.expect("Accuracy (%) column");
+    for row in table2["rows"].as_array().expect("rows") {
+        assert!(row[accuracy].as_f64().is_some_and(|a| (0.0..=100.0).contains(&a)), "a number: {row}");
+    }
 
     let sweep = run_ok(edgescope().arg("sweep").arg(&session).args([
         "--variant",

@@ -264,8 +264,14 @@ fn bare_onnx_files_get_the_first_float_model_as_base_and_samples_export_matches_
     assert_eq!(session.base_of("tiny_ptq").as_deref(), Some("tiny_base"));
     assert_eq!(session.base_of("tiny_base_probs").as_deref(), Some("tiny_base"));
     let report = run_ok(edgescope().arg("report").arg(&session_path).args(["--format", "csv"]));
-    let ptq_row = report.lines().find(|l| l.contains(",tiny_ptq,")).expect("ptq row");
-    assert!(!ptq_row.contains(",-,"), "loyalty and compression are shown: {ptq_row}");
+    // Table 2 comes first; its header names the plain columns, and missing values are empty fields.
+    let header: Vec<&str> =
+        report.lines().find(|l| l.starts_with("Device,Model,")).expect("header").split(',').collect();
+    let ptq_row: Vec<&str> = report.lines().find(|l| l.contains(",tiny_ptq,")).expect("ptq row").split(',').collect();
+    for column in ["Compression (x)", "Label loyalty (%)", "Prob. loyalty (%)"] {
+        let index = header.iter().position(|h| *h == column).expect(column);
+        assert!(ptq_row[index].parse::<f64>().is_ok(), "{column} is shown as a plain number: {ptq_row:?}");
+    }
 
     // Per-sample export: the top-1 of every sample equals Python onnxruntime's.
     let expected = kinds_expected();

@@ -100,7 +100,7 @@ fn check_session(path: &Path, family: &str) -> Vec<String> {
     let rows = report::rows(&session, &options);
     let tables = report::tables(&rows, &options);
     let table7 = tables.iter().find(|t| t.id == "table7").expect("Table 7");
-    table7.rows.iter().map(|cells| cells[1].clone()).collect()
+    table7.rows.iter().map(|cells| cells[1].display()).collect()
 }
 
 #[test]

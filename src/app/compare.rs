@@ -7,7 +7,7 @@ use super::state::SavedState;
 use super::world::World;
 use super::{Command, Commands};
 use crate::report::figure::{self, Figure, Mark, Series};
-use crate::report::{Format, Row, Table};
+use crate::report::{Cell, Format, Row, Table, TableSort};
 
 /// Draws the compare tab.
 pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands: &mut Commands<'_>) {
@@ -35,11 +35,34 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands
             saved.criterion.name(),
             saved.budget_pp
         ));
-        if ui.button("Export CSV…").clicked() {
-            commands.send(Command::PickTableExport(Format::Csv));
-        }
-        if ui.button("Export Markdown…").clicked() {
-            commands.send(Command::PickTableExport(Format::Markdown));
+        let order = "in the order shown (a sorted table stays sorted)";
+        let exports = [
+            (
+                "Export CSV…",
+                Format::Csv,
+                format!(
+                    "Every table below as CSV {order}: plain numbers without % or x, units in the headers, empty \
+                     fields for missing values"
+                ),
+            ),
+            (
+                "Export Markdown…",
+                Format::Markdown,
+                format!("Every table below as Markdown {order}, formatted as on screen"),
+            ),
+            (
+                "Export JSON…",
+                Format::Json,
+                format!(
+                    "Every table below as JSON {order} (numbers as numbers, null for missing), with the rows \
+                     behind them"
+                ),
+            ),
+        ];
+        for (label, format, tooltip) in exports {
+            if ui.button(label).on_hover_text(tooltip).clicked() {
+                commands.send(Command::PickTableExport(format));
+            }
         }
         if ui
             .button("Export figure…")
@@ -49,12 +72,14 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands
             commands.send(Command::PickFigureExport);
         }
         let mut log = saved.log_latency;
-        if ui.checkbox(&mut log, "log latency").on_hover_text("Latency axis on a logarithmic scale").changed() {
+        if ui.checkbox(&mut log, "log latency").on_hover_text(
+                "Latency axis of the left plot on a logarithmic scale: spreads out fast variants that a linear axis \
+                 crowds together",
+            ).changed() {
             commands.send(Command::SetLogLatency(log));
         }
     });
-    let mut tables = crate::report::tables(&rows, &options);
-    tables.push(crate::report::runs_table(&world.session));
+    let tables = crate::report::all_tables(&world.session, &rows, &options);
     egui::ScrollArea::vertical().show(ui, |ui| {
         scatter_ui(ui, saved, &rows);
         for table in &tables {
@@ -64,68 +89,28 @@ pub fn compare_ui(ui: &mut egui::Ui, saved: &SavedState, world: &World, commands
     });
 }
 
-/// Numeric value of a cell for sorting ("89.40", "2.37x", "0.011/0.019" -> first number); text otherwise.
-fn sort_key(cell: &str) -> Result<f64, String> {
-    let number: String =
-        cell.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-' || *c == '+').collect();
-    number.parse::<f64>().map_err(|_| cell.to_string())
-}
-
 /// The family of a row (the part of the variant name before '/'): "mobilenet/ptq" -> "mobilenet".
 fn family_of(name: &str) -> &str {
     name.split_once('/').map_or("", |(family, _)| family)
 }
 
-/// Whether a higher value of a column is better (`Some(true)`), a lower one (`Some(false)`), or neither.
-fn better_direction(title: &str) -> Option<bool> {
-    let t = title.to_lowercase();
-    let lower = ["ms", "latency", "size", "mb", "time", "memory", "rss", "energy", "mj", "cpu", "power", "params"];
-    let higher = ["accuracy", "top-1", "top-5", "loyalty", "speed", "compression"];
-    if t.contains("exit") || t.contains("sample") || t.contains("threshold") || t.contains("point") {
-        return None;
-    }
-    if higher.iter().any(|h| t.contains(h)) {
-        Some(true)
-    } else if lower.iter().any(|l| t.contains(l)) {
-        Some(false)
-    } else {
-        None
-    }
-}
+/// How to read a table's header buttons, added to every column's tooltip.
+const SORT_HINT: &str = "Click to sort by this column (descending first); click again to reverse. Exports keep \
+                         the order shown.";
 
-/// The best value of each numeric column with a clear direction (highlighted on screen).
-fn best_per_column(table: &Table) -> Vec<Option<f64>> {
-    (0..table.columns.len())
-        .map(|column| {
-            let higher = better_direction(&table.columns[column])?;
-            let values = table.rows.iter().filter_map(|r| r.get(column)).filter_map(|c| sort_key(c).ok());
-            if higher { values.reduce(f64::max) } else { values.reduce(f64::min) }
-        })
-        .collect()
-}
-
-fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool)>, commands: &mut Commands<'_>) {
+fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&TableSort>, commands: &mut Commands<'_>) {
     ui.strong(&table.title);
-    let mut order: Vec<usize> = (0..table.rows.len()).collect();
-    if let Some((id, column, ascending)) = sort.filter(|(id, _, _)| *id == table.id) {
-        let _ = id;
-        order.sort_by(|&a, &b| {
-            let (x, y) = (sort_key(&table.rows[a][*column]), sort_key(&table.rows[b][*column]));
-            let ordering = match (&x, &y) {
-                (Ok(p), Ok(q)) => p.total_cmp(q),
-                (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-                (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-                (Err(p), Err(q)) => p.cmp(q),
-            };
-            if *ascending { ordering } else { ordering.reverse() }
-        });
-    }
+    let sort = sort.filter(|s| s.table == table.id);
+    let order = match sort {
+        Some(sort) => table.order(sort.column, sort.ascending),
+        None => (0..table.rows.len()).collect(),
+    };
     egui::ScrollArea::horizontal().id_salt(&table.id).show(ui, |ui| {
         egui::Grid::new(&table.id).striped(true).spacing([12.0, 4.0]).show(ui, |ui| {
-            for (column, title) in table.columns.iter().enumerate() {
+            for (index, column) in table.columns.iter().enumerate() {
                 let arrow = match sort {
-                    Some((id, c, ascending)) if *id == table.id && *c == column => {
-                        if *ascending {
+                    Some(sort) if sort.column == index => {
+                        if sort.ascending {
                             " (ascending)"
                         } else {
                             " (descending)"
@@ -133,39 +118,44 @@ fn table_ui(ui: &mut egui::Ui, table: &Table, sort: Option<&(String, usize, bool
                     }
                     _ => "",
                 };
-                if ui.button(format!("{title}{arrow}")).on_hover_text("sort by this column").clicked() {
-                    commands.send(Command::SortTable(table.id.clone(), column));
+                let tooltip = format!("{}\n{SORT_HINT}", column.tooltip());
+                if ui.button(format!("{}{arrow}", column.name)).on_hover_text(tooltip).clicked() {
+                    commands.send(Command::SortTable(table.id.clone(), index));
                 }
             }
             ui.end_row();
-            let best = best_per_column(table);
+            let best = table.best_values();
             let best_colour = if ui.visuals().dark_mode {
                 egui::Color32::from_rgb(120, 220, 120)
             } else {
                 egui::Color32::from_rgb(0, 120, 0)
             };
-            let mut family_shown: Option<&str> = None;
-            let model_column = table.columns.iter().position(|c| c == "Model" || c == "Variant").unwrap_or(0);
+            let mut family_shown: Option<String> = None;
+            let model_column = table.column("Model").unwrap_or(0);
             for &row in &order {
                 let cells = &table.rows[row];
                 // Unsorted, rows come grouped by family (the study's tables): a header row starts each family.
-                let model = cells.get(model_column).map_or("", String::as_str);
-                let family = family_of(model);
-                if sort.is_none_or(|(id, _, _)| *id != table.id) && family_shown != Some(family) && !family.is_empty() {
+                let model = cells.get(model_column).map(Cell::display).unwrap_or_default();
+                let family = family_of(&model);
+                if sort.is_none() && family_shown.as_deref() != Some(family) && !family.is_empty() {
                     ui.label(egui::RichText::new(family).strong().underline());
                     ui.end_row();
-                    family_shown = Some(family);
+                    family_shown = Some(family.to_string());
                 }
                 let is_base = model.ends_with("/base") || model == "base";
                 for (column, cell) in cells.iter().enumerate() {
-                    let mut text = egui::RichText::new(cell);
+                    let mut text = egui::RichText::new(cell.display());
                     if is_base {
                         text = text.strong();
                     }
-                    if best.get(column).copied().flatten().is_some_and(|b| sort_key(cell).is_ok_and(|v| v == b)) {
+                    let is_best = best.get(column).copied().flatten().is_some_and(|b| cell.number() == Some(b));
+                    if is_best {
                         text = text.color(best_colour).strong();
                     }
-                    ui.label(text);
+                    let label = ui.label(text);
+                    if is_best {
+                        label.on_hover_text(format!("best {} in this table", table.columns[column].name));
+                    }
                 }
                 ui.end_row();
             }

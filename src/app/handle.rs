@@ -173,10 +173,10 @@ impl EdgescopeApp {
             }
             Command::SortTable(table, column) => {
                 let ascending = match &world.table_sort {
-                    Some((t, c, ascending)) if *t == table && *c == column => !ascending,
+                    Some(sort) if sort.table == table && sort.column == column => !sort.ascending,
                     _ => false,
                 };
-                world.table_sort = Some((table, column, ascending));
+                world.table_sort = Some(crate::report::TableSort { table, column, ascending });
             }
             Command::ShowTimeline(index) => world.timeline_run = Some(index),
             Command::AddDevice(device) => self.add_device(device),
@@ -215,7 +215,12 @@ impl EdgescopeApp {
             }
             Command::Verify => self.start_verify(),
             Command::PickTableExport(format) => {
-                let extension = if format == Format::Markdown { "md" } else { "csv" };
+                let extension = match format {
+                    Format::Markdown => "md",
+                    Format::Json => "json",
+                    Format::Csv => "csv",
+                    Format::Text => "txt",
+                };
                 self.dialog(move || {
                     rfd::FileDialog::new()
                         .set_title("Export the tables")
@@ -228,10 +233,12 @@ impl EdgescopeApp {
                 let options = self.report_options();
                 let world = &mut self.world;
                 let session = world.snapshot();
+                // The file holds the tables in the order on screen.
+                let sort = world.table_sort.clone();
                 let spawned = world.loader.spawn(key::written(&path), move || {
                     let rows = crate::report::rows(&session, &options);
-                    let mut tables = crate::report::tables(&rows, &options);
-                    tables.push(crate::report::runs_table(&session));
+                    let tables = crate::report::all_tables(&session, &rows, &options);
+                    let tables = crate::report::apply_sort(tables, sort.as_ref());
                     let text = crate::report::render(&tables, &rows, format);
                     let written = write_atomically(&path, text.as_bytes())
                         .map_err(|e| format!("cannot write {}: {e}", path.display()));

@@ -210,8 +210,8 @@ pub struct World {
     pub revision: u64,
     /// The comparison rows for (criterion, budget bits, revision).
     pub rows_cache: Option<(Criterion, u64, u64, Arc<Vec<crate::report::Row>>)>,
-    /// Sort of the comparison tables: (table id, column, ascending).
-    pub table_sort: Option<(String, usize, bool)>,
+    /// Sort of the comparison tables: the view and the table export both apply it.
+    pub table_sort: Option<crate::report::TableSort>,
     /// The run whose resource timeline is shown.
     pub timeline_run: Option<usize>,
     /// Set when a viewport capture was written (the screenshot script waits for it).

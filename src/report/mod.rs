@@ -5,6 +5,9 @@
 use serde::Serialize;
 
 pub mod figure;
+pub mod table;
+
+pub use table::{Better, Cell, Column, Plain, Quantity, Table, Unit, csv_line, to_csv, to_markdown, to_text};
 
 use crate::analysis::outcome::{Outcome, PreparedTrace, compression_ratio};
 use crate::analysis::policy::{Criterion, Policy};
@@ -105,19 +108,6 @@ pub struct Row {
     /// Board power during the run and at rest before it, where the board measures it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub power: Option<crate::record::PowerSummary>,
-}
-
-/// A rendered-ready table.
-#[derive(Clone, Debug, Serialize)]
-pub struct Table {
-    /// Short id (`table2`, ...).
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Column headers.
-    pub columns: Vec<String>,
-    /// Cells.
-    pub rows: Vec<Vec<String>>,
 }
 
 /// Output formats.
@@ -267,18 +257,17 @@ pub fn rows(session: &Session, options: &ReportOptions) -> Vec<Row> {
 /// Probability loyalty in percent with two decimals; marked approximate ("≈", with its bound) when the figure
 /// may be off by more than half the last shown digit (a top-k estimate; see `analysis::loyalty`).
 pub fn probability_loyalty_percent(value: Option<f64>, error: Option<f64>) -> String {
+    probability_loyalty_cell(value, error).display()
+}
+
+/// The probability loyalty cell: an estimate with its bound when the trace carries one.
+fn probability_loyalty_cell(value: Option<f64>, error: Option<f64>) -> Cell {
     match (value, error) {
-        (Some(v), Some(e)) if e > 0.5e-4 => format!("≈{:.2} (±{:.2})", v * 100.0, e * 100.0),
-        (value, _) => percent(value),
+        (Some(v), Some(e)) => {
+            Cell::Estimate(Quantity { value: v * 100.0, unit: Unit::Percent, decimals: 2 }, e * 100.0)
+        }
+        (value, _) => Cell::percent(value, 2),
     }
-}
-
-fn percent(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".into(), |v| format!("{:.2}", v * 100.0))
-}
-
-fn ms(us: Option<f64>) -> String {
-    us.map_or_else(|| "-".into(), |v| format!("{:.3}", v / 1000.0))
 }
 
 fn model_label(row: &Row) -> String {
@@ -309,20 +298,105 @@ fn model_label(row: &Row) -> String {
     label
 }
 
+/// The columns every table shares, with what they mean (tooltips in the app).
+mod columns {
+    use super::{Better, Column, Unit};
+
+    pub fn device() -> Column {
+        Column::text("Device", "The machine and execution provider that measured the run (host/provider).")
+    }
+
+    pub fn model() -> Column {
+        Column::text(
+            "Model",
+            "The variant; early-exit variants at an operating point: chosen (saved in the session), acc-opt \
+             (highest accuracy), inf-opt (fastest within the accuracy budget) or a calibration percentile, with \
+             their thresholds T. [first N samples], [incomplete], [skipped] and [noisy] flag runs to read with care.",
+        )
+    }
+
+    pub fn size() -> Column {
+        Column::number("Size (MB)", Unit::Megabytes, Some(Better::Lower), "The model file's size on disk.")
+    }
+
+    pub fn compression() -> Column {
+        Column::number(
+            "Compression",
+            Unit::Ratio,
+            Some(Better::Higher),
+            "Base model size / this model's size: 4.00x means a quarter of the bytes.",
+        )
+    }
+
+    pub fn accuracy() -> Column {
+        Column::number(
+            "Accuracy (%)",
+            Unit::Percent,
+            Some(Better::Higher),
+            "Top-1 accuracy: the share of samples whose prediction (at the exit they left by) is the true label.",
+        )
+    }
+
+    pub fn total_time() -> Column {
+        Column::number(
+            "Total inf. time (s)",
+            Unit::Seconds,
+            Some(Better::Lower),
+            "Time to run every sample once at this operating point, preprocessing included.",
+        )
+    }
+
+    pub fn speedup() -> Column {
+        Column::number(
+            "Speed-up",
+            Unit::Ratio,
+            Some(Better::Higher),
+            "Base model's mean latency / this one's on the same device: 2.00x means twice as fast.",
+        )
+    }
+
+    pub fn early_exit_rate() -> Column {
+        Column::number(
+            "Early-exit rate (%)",
+            Unit::Percent,
+            None,
+            "Share of samples that leave at an early exit rather than the final one (\"-\" for a static model).",
+        )
+    }
+
+    pub fn mean_latency() -> Column {
+        Column::number(
+            "Avg inf. time (ms)",
+            Unit::Millis,
+            Some(Better::Lower),
+            "Mean latency per sample, predicted from the trace: each sample costs the time to the exit it leaves by.",
+        )
+    }
+
+    pub fn percentile(name: &str, p: &str) -> Column {
+        Column::number(
+            name,
+            Unit::Millis,
+            Some(Better::Lower),
+            &format!("The {p} percentile of the per-sample latency: {p} % of samples finish at least this fast."),
+        )
+    }
+}
+
 /// Device, model, size, compression and accuracy: the first columns of Tables 2 and 7.
-fn size_and_accuracy_cells(r: &Row) -> Vec<String> {
+fn size_and_accuracy_cells(r: &Row) -> Vec<Cell> {
     vec![
-        r.device.clone(),
-        model_label(r),
-        format!("{:.2}", r.size_bytes as f64 / 1e6),
-        r.compression.map_or_else(|| "-".into(), |c| format!("{c:.2}x")),
-        percent(Some(r.outcome.accuracy)),
+        Cell::text(&r.device),
+        Cell::text(model_label(r)),
+        Cell::quantity(r.size_bytes as f64 / 1e6, Unit::Megabytes, 2),
+        Cell::ratio(r.compression),
+        Cell::percent(Some(r.outcome.accuracy), 2),
     ]
 }
 
-/// The early-exit rate, or "-" for a static variant.
-fn early_exit_rate_cell(r: &Row) -> String {
-    if r.point == PointKind::Static { "-".into() } else { percent(Some(r.outcome.early_exit_rate)) }
+/// The early-exit rate, or missing for a static variant.
+fn early_exit_rate_cell(r: &Row) -> Cell {
+    if r.point == PointKind::Static { Cell::Missing } else { Cell::percent(Some(r.outcome.early_exit_rate), 2) }
 }
 
 /// Builds the study's tables from rows.
@@ -331,27 +405,43 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let table2 = Table {
         id: "table2".into(),
         title: format!("Table 2 - fidelity and compression (criterion: {criterion})"),
-        columns: [
-            "Device",
-            "Model",
-            "Size (MB)",
-            "Compression",
-            "Accuracy (%)",
-            "Top-5 (%)",
-            "Label loyalty (%)",
-            "Prob. loyalty (%)",
-            "Early-exit rate (%)",
-        ]
-        .map(String::from)
-        .to_vec(),
+        columns: vec![
+            columns::device(),
+            columns::model(),
+            columns::size(),
+            columns::compression(),
+            columns::accuracy(),
+            Column::number(
+                "Top-5 (%)",
+                Unit::Percent,
+                Some(Better::Higher),
+                "Share of samples whose true label is among the five most probable classes (\"-\" when the model has \
+                 fewer than five classes or the trace lacks them).",
+            ),
+            Column::number(
+                "Label loyalty (%)",
+                Unit::Percent,
+                Some(Better::Higher),
+                "Share of samples where this model predicts the same label as the base model, right or wrong.",
+            ),
+            Column::number(
+                "Prob. loyalty (%)",
+                Unit::Percent,
+                Some(Better::Higher),
+                "How close this model's probabilities are to the base model's (100 % = identical), averaged over \
+                 samples. ≈ marks a top-k estimate with its bound (±).",
+            )
+            .with_plain_names(&["Prob. loyalty (%)", "Prob. loyalty bound (%)"]),
+            columns::early_exit_rate(),
+        ],
         rows: rows
             .iter()
             .map(|r| {
                 let mut cells = size_and_accuracy_cells(r);
                 cells.extend([
-                    percent(r.outcome.top5_accuracy),
-                    percent(r.outcome.label_loyalty),
-                    probability_loyalty_percent(r.outcome.probability_loyalty, r.outcome.probability_loyalty_error),
+                    Cell::percent(r.outcome.top5_accuracy, 2),
+                    Cell::percent(r.outcome.label_loyalty, 2),
+                    probability_loyalty_cell(r.outcome.probability_loyalty, r.outcome.probability_loyalty_error),
                     early_exit_rate_cell(r),
                 ]);
                 cells
@@ -363,44 +453,67 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
         title:
             "Tables 3-6 - performance on the device (latency predicted from the trace; total includes preprocessing)"
                 .into(),
-        columns: [
-            "Device",
-            "Model",
-            "Total inf. time (s)",
-            "Speed-up",
-            "Avg inf. time (ms)",
-            "p50 (ms)",
-            "p90 (ms)",
-            "p99 (ms)",
-            "Early-exit / final-exit avg (ms)",
-            "CPU avg (%)",
-            "GPU avg (%)",
-            "RAM (MB)",
-        ]
-        .map(String::from)
-        .to_vec(),
+        columns: vec![
+            columns::device(),
+            columns::model(),
+            columns::total_time(),
+            columns::speedup(),
+            columns::mean_latency(),
+            columns::percentile("p50 (ms)", "50th"),
+            columns::percentile("p90 (ms)", "90th"),
+            columns::percentile("p99 (ms)", "99th"),
+            Column::number(
+                "Early-exit / final-exit avg (ms)",
+                Unit::Millis,
+                None,
+                "Mean latency of the samples that left early / of those that ran to the final exit (\"-\" for a \
+                 static model or when no sample took that path).",
+            )
+            .with_plain_names(&["Early-exit avg (ms)", "Final-exit avg (ms)"]),
+            Column::number(
+                "CPU avg (%)",
+                Unit::Percent,
+                Some(Better::Lower),
+                "Mean CPU use of the process during the run (100 % = one core busy).",
+            ),
+            Column::number(
+                "GPU avg (%)",
+                Unit::Percent,
+                None,
+                "Mean GPU utilisation during the run, where the device reports it.",
+            ),
+            Column::number(
+                "RAM (MB)",
+                Unit::Megabytes,
+                Some(Better::Lower),
+                "Memory of running this variant: peak resident memory of a process that ran only it.",
+            ),
+        ],
         rows: rows
             .iter()
             .map(|r| {
                 let o = &r.outcome;
                 let early_final = if r.point == PointKind::Static {
-                    "-".into()
+                    Cell::Missing
                 } else {
-                    format!("{}/{}", ms(o.early_exit_mean_latency_us), ms(o.final_exit_mean_latency_us))
+                    Cell::Pair(
+                        Box::new(Cell::millis_from_us(o.early_exit_mean_latency_us)),
+                        Box::new(Cell::millis_from_us(o.final_exit_mean_latency_us)),
+                    )
                 };
                 vec![
-                    r.device.clone(),
-                    model_label(r),
-                    format!("{:.3}", o.total_time_s),
-                    o.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
-                    ms(Some(o.latency.mean_us)),
-                    ms(Some(o.latency.p50_us)),
-                    ms(Some(o.latency.p90_us)),
-                    ms(Some(o.latency.p99_us)),
+                    Cell::text(&r.device),
+                    Cell::text(model_label(r)),
+                    Cell::quantity(o.total_time_s, Unit::Seconds, 3),
+                    Cell::ratio(o.speedup),
+                    Cell::millis_from_us(Some(o.latency.mean_us)),
+                    Cell::millis_from_us(Some(o.latency.p50_us)),
+                    Cell::millis_from_us(Some(o.latency.p90_us)),
+                    Cell::millis_from_us(Some(o.latency.p99_us)),
                     early_final,
-                    r.cpu_percent.map_or_else(|| "-".into(), |c| format!("{c:.1}")),
-                    r.gpu_percent.map_or_else(|| "-".into(), |g| format!("{g:.1}")),
-                    r.rss_bytes.map_or_else(|| "-".into(), |b| format!("{:.1}", b / 1e6)),
+                    Cell::optional(r.cpu_percent, Unit::Percent, 1),
+                    Cell::optional(r.gpu_percent, Unit::Percent, 1),
+                    Cell::optional(r.rss_bytes.map(|b| b / 1e6), Unit::Megabytes, 1),
                 ]
             })
             .collect(),
@@ -410,26 +523,24 @@ pub fn tables(rows: &[Row], options: &ReportOptions) -> Vec<Table> {
     let table7 = Table {
         id: "table7".into(),
         title: "Table 7 - early exit and quantization combined".into(),
-        columns: [
-            "Device",
-            "Model",
-            "Size (MB)",
-            "Compression",
-            "Accuracy (%)",
-            "Total inf. time (s)",
-            "Speed-up",
-            "Early-exit rate (%)",
-        ]
-        .map(String::from)
-        .to_vec(),
+        columns: vec![
+            columns::device(),
+            columns::model(),
+            columns::size(),
+            columns::compression(),
+            columns::accuracy(),
+            columns::total_time(),
+            columns::speedup(),
+            columns::early_exit_rate(),
+        ],
         rows: rows
             .iter()
             .filter(quantized_or_ee)
             .map(|r| {
                 let mut cells = size_and_accuracy_cells(r);
                 cells.extend([
-                    format!("{:.3}", r.outcome.total_time_s),
-                    r.outcome.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
+                    Cell::quantity(r.outcome.total_time_s, Unit::Seconds, 3),
+                    Cell::ratio(r.outcome.speedup),
                     early_exit_rate_cell(r),
                 ]);
                 cells
@@ -447,18 +558,34 @@ fn add_power_columns(table: &mut Table, rows: &[Row]) {
     if rows.iter().all(|r| r.power.is_none()) {
         return;
     }
-    table.columns.extend(["Power (W)", "Idle (W)", "Energy/inf. (mJ)", "Above idle (mJ)"].map(String::from));
+    table.columns.extend([
+        Column::number("Power (W)", Unit::Watts, Some(Better::Lower), "Mean board power during the run."),
+        Column::number("Idle (W)", Unit::Watts, None, "Board power at rest, measured just before the run."),
+        Column::number(
+            "Energy/inf. (mJ)",
+            Unit::Millijoules,
+            Some(Better::Lower),
+            "Energy per inference: mean power x mean inference latency.",
+        ),
+        Column::number(
+            "Above idle (mJ)",
+            Unit::Millijoules,
+            Some(Better::Lower),
+            "Energy per inference above the idle draw: (power - idle) x mean inference latency.",
+        ),
+    ]);
     for (cells, row) in table.rows.iter_mut().zip(rows) {
         let latency_us = row.outcome.latency.mean_us;
         let power = row.power.as_ref();
-        let value = |v: Option<f64>, scale: f64, digits: usize| {
-            v.map_or_else(|| "-".into(), |v| format!("{:.digits$}", v * scale))
-        };
         cells.extend([
-            value(power.map(|p| p.mean_w), 1.0, 2),
-            value(power.and_then(|p| p.idle_w), 1.0, 2),
-            value(power.map(|p| p.energy_per_inference_j(latency_us)), 1e3, 3),
-            value(power.and_then(|p| p.energy_above_idle_j(latency_us)), 1e3, 3),
+            Cell::optional(power.map(|p| p.mean_w), Unit::Watts, 2),
+            Cell::optional(power.and_then(|p| p.idle_w), Unit::Watts, 2),
+            Cell::optional(power.map(|p| p.energy_per_inference_j(latency_us) * 1e3), Unit::Millijoules, 3),
+            Cell::optional(
+                power.and_then(|p| p.energy_above_idle_j(latency_us)).map(|j| j * 1e3),
+                Unit::Millijoules,
+                3,
+            ),
         ]);
     }
 }
@@ -491,28 +618,43 @@ pub fn runs_table(session: &Session) -> Table {
             }
             let kinds: Vec<&str> = info.output_kinds.iter().map(|k| k.name()).collect();
             let kinds = match kinds.as_slice() {
-                [] => "-".to_string(),
-                [first, rest @ ..] if rest.iter().all(|k| k == first) => first.to_string(),
-                many => many.join("/"),
+                [] => Cell::Missing,
+                [first, rest @ ..] if rest.iter().all(|k| k == first) => Cell::text(*first),
+                many => Cell::text(many.join("/")),
             };
             vec![
-                info.device_label(),
-                info.variant.clone(),
-                info.dataset.clone(),
-                info.sample_summary(),
+                Cell::text(info.device_label()),
+                Cell::text(&info.variant),
+                Cell::text(&info.dataset),
+                Cell::text(info.sample_summary()),
                 kinds,
-                resources.and_then(|r| r.mean_other_cpu_percent()).map_or_else(|| "-".into(), |p| format!("{p:.1}")),
-                resources.and_then(|r| r.mean_load_average()).map_or_else(|| "-".into(), |l| format!("{l:.2}")),
-                notes.join("; "),
+                Cell::optional(resources.and_then(|r| r.mean_other_cpu_percent()), Unit::Percent, 1),
+                Cell::optional(resources.and_then(|r| r.mean_load_average()), Unit::Number, 2),
+                Cell::text(notes.join("; ")),
             ]
         })
         .collect();
     Table {
         id: "runs".into(),
         title: "Runs - samples measured (the denominator of every figure above), output kinds, machine load".into(),
-        columns: ["Device", "Model", "Dataset", "Samples", "Outputs", "Other CPU (%)", "Load avg", "Notes"]
-            .map(String::from)
-            .to_vec(),
+        columns: vec![
+            columns::device(),
+            Column::text("Model", "The variant the run measured."),
+            Column::text("Dataset", "The dataset the run measured."),
+            Column::text("Samples", "Samples measured, skipped (unreadable; in no denominator) and in the dataset."),
+            Column::text(
+                "Outputs",
+                "What the model's exits emit: logits, probabilities or log-probabilities (one per exit when they differ).",
+            ),
+            Column::number(
+                "Other CPU (%)",
+                Unit::Percent,
+                None,
+                "CPU used by other processes during the run: high values make latencies unreliable (noisy).",
+            ),
+            Column::number("Load avg", Unit::Number, None, "The machine's one-minute load average during the run."),
+            Column::text("Notes", "Calibration runs, failures, noise and skipped samples."),
+        ],
         rows,
     }
 }
@@ -540,25 +682,40 @@ pub fn device_pivot(rows: &[Row]) -> Option<Table> {
             keys.push(k);
         }
     }
-    let mut columns = vec!["Model".to_string()];
+    let mut columns = vec![Column::text("Model", "The variant and its operating point.")];
     for device in &devices {
-        for what in ["avg inf. time (ms)", "p99 (ms)", "speed-up", "accuracy (%)"] {
-            columns.push(format!("{device}: {what}"));
-        }
+        let on = |what: &str| format!("{device}: {what}");
+        let help = |what: &str| format!("{what} on {device}.");
+        columns.extend([
+            Column::number(
+                &on("avg inf. time (ms)"),
+                Unit::Millis,
+                Some(Better::Lower),
+                &help("Mean latency per sample"),
+            ),
+            Column::number(&on("p99 (ms)"), Unit::Millis, Some(Better::Lower), &help("99th percentile latency")),
+            Column::number(
+                &on("speed-up"),
+                Unit::Ratio,
+                Some(Better::Higher),
+                &help("Base model's mean latency / this one's"),
+            ),
+            Column::number(&on("accuracy (%)"), Unit::Percent, Some(Better::Higher), &help("Top-1 accuracy")),
+        ]);
     }
     let table_rows = keys
         .iter()
         .map(|k| {
-            let mut cells = vec![k.clone()];
+            let mut cells = vec![Cell::text(k)];
             for device in &devices {
                 match rows.iter().find(|r| r.device == *device && key(r) == *k) {
                     Some(r) => cells.extend([
-                        ms(Some(r.outcome.latency.mean_us)),
-                        ms(Some(r.outcome.latency.p99_us)),
-                        r.outcome.speedup.map_or_else(|| "-".into(), |s| format!("{s:.2}x")),
-                        percent(Some(r.outcome.accuracy)),
+                        Cell::millis_from_us(Some(r.outcome.latency.mean_us)),
+                        Cell::millis_from_us(Some(r.outcome.latency.p99_us)),
+                        Cell::ratio(r.outcome.speedup),
+                        Cell::percent(Some(r.outcome.accuracy), 2),
                     ]),
-                    None => cells.extend(std::iter::repeat_n("-".to_string(), 4)),
+                    None => cells.extend(std::iter::repeat_n(Cell::Missing, 4)),
                 }
             }
             cells
@@ -572,7 +729,32 @@ pub fn device_pivot(rows: &[Row]) -> Option<Table> {
     })
 }
 
-/// Renders tables (and, for JSON, the rows behind them).
+/// The tables the app shows and exports: the study's tables and the runs table.
+pub fn all_tables(session: &Session, rows: &[Row], options: &ReportOptions) -> Vec<Table> {
+    let mut tables = tables(rows, options);
+    tables.push(runs_table(session));
+    tables
+}
+
+/// How a person sorted one table: by `column` of the table `table` (its id), ascending or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSort {
+    /// The sorted table's id.
+    pub table: String,
+    /// Column index.
+    pub column: usize,
+    /// Ascending (else descending).
+    pub ascending: bool,
+}
+
+/// The tables with `sort` applied to the one it names (the others keep their order): what the app shows.
+pub fn apply_sort(tables: Vec<Table>, sort: Option<&TableSort>) -> Vec<Table> {
+    let Some(sort) = sort else { return tables };
+    tables.into_iter().map(|t| if t.id == sort.table { t.sorted(sort.column, sort.ascending) } else { t }).collect()
+}
+
+/// Renders tables (and, for JSON, the rows behind them). CSV and JSON carry plain numbers (units in the
+/// headers, JSON `null` for missing values); text and Markdown show what the screen shows.
 pub fn render(tables: &[Table], rows: &[Row], format: Format) -> String {
     match format {
         Format::Json => {
@@ -587,58 +769,6 @@ pub fn render(tables: &[Table], rows: &[Row], format: Format) -> String {
         Format::Markdown => tables.iter().map(to_markdown).collect::<Vec<_>>().join("\n"),
         Format::Text => tables.iter().map(to_text).collect::<Vec<_>>().join("\n"),
     }
-}
-
-/// One CSV line, quoting fields that need it.
-pub fn csv_line(fields: &[String]) -> String {
-    fields
-        .iter()
-        .map(|f| if f.contains([',', '"', '\n']) { format!("\"{}\"", f.replace('"', "\"\"")) } else { f.clone() })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// A table as CSV.
-pub fn to_csv(table: &Table) -> String {
-    let mut out = csv_line(&table.columns) + "\n";
-    for row in &table.rows {
-        out += &(csv_line(row) + "\n");
-    }
-    out
-}
-
-/// A table as Markdown.
-pub fn to_markdown(table: &Table) -> String {
-    let escape = |s: &String| s.replace('|', "\\|");
-    let mut out = format!(
-        "### {}\n\n| {} |\n|{}|\n",
-        table.title,
-        table.columns.iter().map(escape).collect::<Vec<_>>().join(" | "),
-        vec!["---"; table.columns.len()].join("|")
-    );
-    for row in &table.rows {
-        out += &format!("| {} |\n", row.iter().map(escape).collect::<Vec<_>>().join(" | "));
-    }
-    out
-}
-
-/// A table as aligned text.
-pub fn to_text(table: &Table) -> String {
-    let mut widths: Vec<usize> = table.columns.iter().map(|c| c.chars().count()).collect();
-    for row in &table.rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
-    };
-    let mut out = format!("{}\n{}\n", table.title, line(&table.columns));
-    out += &(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ") + "\n");
-    for row in &table.rows {
-        out += &(line(row) + "\n");
-    }
-    out
 }
 
 /// A sweep as CSV: one line per threshold, with Pareto, acc-opt and inf-opt flags.
