@@ -690,8 +690,7 @@ fn report_command(args: &ReportArgs) -> Result<()> {
     if rows.is_empty() {
         bail!("{} holds no runs; create some with `edgescope eval`", args.session.display());
     }
-    let mut tables = report::tables(&rows, &options);
-    tables.push(report::runs_table(&session));
+    let tables = report::all_tables(&session, &rows, &options);
     print!("{}", report::render(&tables, &rows, format));
     Ok(())
 }
