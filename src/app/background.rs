@@ -176,6 +176,7 @@ impl EdgescopeApp {
                 self.world.loader.finished(key::ROWS);
                 self.world.rows_cache = Some((criterion, budget_bits, revision, rows));
             }
+            Loaded::Certificate(key, result) => super::certify::store(&mut self.world, key, result),
             Loaded::Written(path, result) => {
                 self.world.loader.finished(&key::written(&path));
                 match result {

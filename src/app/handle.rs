@@ -150,12 +150,13 @@ impl EdgescopeApp {
                 }
             }
             Command::NeedAnalysis(index) => world.request_analysis(index),
-            Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant),
+            Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant, &self.ctx),
             Command::OpenProfileView(variant) => super::profile_view::open(world, &variant),
             Command::OpenQuantizeDialog(variant) => super::quantize_dialog::open(world, &variant),
             Command::OpenSensitivity(variant) => super::quantize_dialog::open_sensitivity(world, &variant),
-            Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref()),
+            Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref(), &self.ctx),
             Command::NeedDataset(name) => world.request_dataset(&name),
+            Command::NeedCertificate(key) => super::certify::request(world, key),
             Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),
             Command::NeedRows => {
                 let options = self.report_options();
