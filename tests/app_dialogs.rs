@@ -8,21 +8,12 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{fixture, settle};
+use common::{session_copy, settle};
 use edgescope::app::{Command, EdgescopeApp, SavedState, Tab};
 use eframe::egui;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-
-/// A copy of the v1 fixture session in `dir` (so what the dialogs write lands there).
-fn session_copy(dir: &tempfile::TempDir) -> PathBuf {
-    let text = std::fs::read_to_string(fixture("sessions/v1.json")).expect("fixture session");
-    let session = edgescope::session::Session::from_json(&text, &fixture("sessions/v1.json")).expect("parses");
-    let path = dir.path().join("session.json");
-    session.save(&path).expect("save copy");
-    path
-}
 
 fn harness(session: Option<PathBuf>, tab: Tab) -> Harness<'static, EdgescopeApp> {
     let saved = SavedState { hint_dismissed: true, tab, ..SavedState::default() };

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::worker::{DialogTask, Progress};
-use super::world::THIS_MACHINE;
 use super::{EdgescopeApp, World};
 use crate::model::cuts::CutAnalysis;
 use crate::optimize::exits_add::{AddExitsEvent, AddExitsRequest, add_exits};
@@ -322,25 +321,11 @@ pub fn drain(app: &mut EdgescopeApp) {
         }
         dialog.out = inspection.out.clone();
     }
-    let drained = dialog.training.drain();
-    if let Some(event) = drained.events.last() {
-        dialog.training.set_progress(progress_of(event));
-    }
-    if !drained.ended {
+    if !dialog.training.drain_progress(progress_of) {
         return;
     }
     let Some(trained) = dialog.training.output_mut() else { return };
     let manifest = trained.manifest.clone();
     let Some(variant) = trained.variant.take() else { return };
-    app.add_opened(&manifest, super::loader::OpenedFile::Variant(variant));
-    let name = app.world.session.variants.iter().find(|v| v.path == manifest).map(|v| v.name.clone());
-    match (name, app.world.run_dataset.clone()) {
-        (Some(variant), Some(dataset)) => {
-            app.apply(super::Command::RunVariant { variant, dataset, device: THIS_MACHINE.into() })
-        }
-        (Some(name), None) => {
-            app.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it"));
-        }
-        (None, _) => {}
-    }
+    app.add_and_measure(&manifest, variant);
 }

@@ -289,6 +289,22 @@ impl EdgescopeApp {
         }
     }
 
+    /// Adds a variant a dialog's worker wrote and opened, and starts its trace run on this machine with the run
+    /// dataset (or says to choose one).
+    pub(super) fn add_and_measure(&mut self, manifest: &Path, variant: Box<crate::model::Variant>) {
+        self.add_opened(manifest, OpenedFile::Variant(variant));
+        let name = self.world.session.variants.iter().find(|v| v.path == manifest).map(|v| v.name.clone());
+        match (name, self.world.run_dataset.clone()) {
+            (Some(variant), Some(dataset)) => {
+                self.apply(Command::RunVariant { variant, dataset, device: super::world::THIS_MACHINE.into() })
+            }
+            (Some(name), None) => {
+                self.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it"));
+            }
+            (None, _) => {}
+        }
+    }
+
     /// Adds a file a worker opened: a variant, or a dataset.
     pub(super) fn add_opened(&mut self, path: &Path, opened: OpenedFile) {
         match opened {

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::worker::{DialogTask, Progress};
-use super::world::THIS_MACHINE;
 use super::{EdgescopeApp, World};
 use crate::optimize::quantize::{
     Budget, CalibrationMethod, Method, QuantType, QuantizeEvent, QuantizeOptions, QuantizeRequest, quantize_to_disk,
@@ -18,7 +17,6 @@ use crate::optimize::quantize::{
 /// What a finished quantization reports to the dialog.
 struct Finished {
     manifest: PathBuf,
-    name: String,
     /// The float ONNX file and the quantized one (single-graph PTQ only: what the sensitivity view compares).
     pair: Option<(PathBuf, PathBuf)>,
     /// The new variant, opened on the worker so the UI thread only adds it (taken when it joins the session).
@@ -259,7 +257,6 @@ impl QuantizeDialog {
                     }
                 ),
                 manifest: outcome.manifest,
-                name: outcome.variant.name.clone(),
                 variant: Some(Box::new(outcome.variant)),
                 pair,
                 float_nodes,
@@ -542,27 +539,16 @@ fn progress_of(event: &QuantizeEvent) -> Progress {
 pub fn drain(app: &mut EdgescopeApp) {
     super::sensitivity_view::drain(&mut app.world);
     let Some(dialog) = app.world.quantize.dialog.as_mut() else { return };
-    let drained = dialog.work.drain();
-    if let Some(event) = drained.events.last() {
-        dialog.work.set_progress(progress_of(event));
-    }
-    if !drained.ended {
+    if !dialog.work.drain_progress(progress_of) {
         return;
     }
     let Some(finished) = dialog.work.output_mut() else { return };
-    let (manifest, name) = (finished.manifest.clone(), finished.name.clone());
+    let manifest = finished.manifest.clone();
     let Some(variant) = finished.variant.take() else { return };
-    app.add_opened(&manifest, super::loader::OpenedFile::Variant(variant));
+    app.add_and_measure(&manifest, variant);
     // The next run gets a fresh default name and folder.
     if let Some(mut dialog) = app.world.quantize.dialog.take() {
         dialog.refresh_defaults(&app.world);
         app.world.quantize.dialog = Some(dialog);
-    }
-    if app.world.session.variant(&name).is_none() {
-        return;
-    }
-    match app.world.run_dataset.clone() {
-        Some(dataset) => app.apply(super::Command::RunVariant { variant: name, dataset, device: THIS_MACHINE.into() }),
-        None => app.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it")),
     }
 }

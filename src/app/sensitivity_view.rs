@@ -223,7 +223,5 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
 /// Drains the worker (once per frame).
 pub fn drain(world: &mut World) {
     let Some(view) = world.quantize.sensitivity.as_mut() else { return };
-    if let Some(&(done, total)) = view.work.drain().events.last() {
-        view.work.set_progress(Progress::count(done, total, format!("{done}/{total} samples")));
-    }
+    view.work.drain_progress(|&(done, total)| Progress::count(done, total, format!("{done}/{total} samples")));
 }

@@ -234,6 +234,16 @@ impl<P, O> DialogTask<P, O> {
         drained
     }
 
+    /// Drains (as [`Self::drain`]) work whose events are only progress, showing the latest; true when the work
+    /// ended in this drain.
+    pub fn drain_progress(&mut self, progress_of: impl Fn(&P) -> Progress) -> bool {
+        let drained = self.drain();
+        if let Some(event) = drained.events.last() {
+            self.set_progress(progress_of(event));
+        }
+        drained.ended
+    }
+
     /// Draws the progress bar (spinning while the total is unknown) and a Cancel button while running.
     pub fn progress_ui(&self, ui: &mut egui::Ui, cancel_hover: &str) {
         let State::Running(running) = &self.state else { return };
