@@ -146,6 +146,10 @@ pub fn open_button_ui(ui: &mut egui::Ui, variant: &str, segments: usize, command
 
 /// Opens the dialog on `variant` (its model's cut points are read on a worker), or shows why it cannot.
 pub fn open(world: &mut World, variant: &str, ctx: &egui::Context) {
+    // Opening another would close this one, and closing cancels: a running training is not replaced.
+    if world.exits_dialog.as_ref().is_some_and(|d| d.training.is_running()) {
+        return world.error("exit heads are being trained; wait for them or cancel them in their window");
+    }
     match ExitsDialog::open(world, variant, ctx) {
         Ok(dialog) => world.exits_dialog = Some(dialog),
         Err(e) => world.error(e),

@@ -290,6 +290,10 @@ pub fn open_button_ui(ui: &mut egui::Ui, world: &World, variant: &str, commands:
 
 /// Opens the "Quantize…" dialog on a variant, or shows why it cannot.
 pub fn open(world: &mut World, variant: &str) {
+    // Opening another would close this one, and closing cancels: a running quantization is not replaced.
+    if world.quantize.dialog.as_ref().is_some_and(QuantizeDialog::is_busy) {
+        return world.error("a quantization is running; wait for it or cancel it in its window");
+    }
     match QuantizeDialog::open(world, variant) {
         Ok(dialog) => world.quantize.dialog = Some(dialog),
         Err(e) => world.error(e),
@@ -298,6 +302,9 @@ pub fn open(world: &mut World, variant: &str) {
 
 /// Opens the sensitivity chart of a single-graph PTQ variant against its float base.
 pub fn open_sensitivity(world: &mut World, variant: &str) {
+    if world.quantize.sensitivity.as_ref().is_some_and(super::sensitivity_view::SensitivityView::is_busy) {
+        return world.error("a sensitivity measurement is running; wait for it or cancel it in its window");
+    }
     let Some(entry) = world.session.variant(variant) else { return };
     let base = world.session.base_of(variant);
     let Some(base) = base.as_deref().and_then(|b| world.session.variant(b)) else {
@@ -511,7 +518,12 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
         dialog.start(world, ctx);
     }
     if let Some((float, quantized)) = sensitivity {
-        world.quantize.sensitivity = Some(super::sensitivity_view::SensitivityView::open(world, &float, &quantized));
+        if world.quantize.sensitivity.as_ref().is_some_and(super::sensitivity_view::SensitivityView::is_busy) {
+            world.error("a sensitivity measurement is running; wait for it or cancel it in its window");
+        } else {
+            let view = super::sensitivity_view::SensitivityView::open(world, &float, &quantized);
+            world.quantize.sensitivity = Some(view);
+        }
     }
     if open {
         world.quantize.dialog = Some(dialog);

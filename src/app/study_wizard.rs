@@ -199,6 +199,10 @@ pub fn open_button_ui(ui: &mut egui::Ui, variant: Option<&str>, commands: &mut s
 
 /// Opens the wizard (on `variant` when given).
 pub fn open(world: &mut World, variant: Option<&str>, ctx: &egui::Context) {
+    // Opening it again would close it, and closing cancels: a running study is not replaced.
+    if world.study_wizard.as_ref().is_some_and(|w| w.work.is_running()) {
+        return world.error("a study is running; wait for it or cancel it in its window");
+    }
     world.study_wizard = Some(StudyWizard::open(world, variant, ctx));
 }
 
