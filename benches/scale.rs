@@ -158,6 +158,17 @@ fn main() {
         let started = Instant::now();
         harness.step();
         switch_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        // The frame measured must be the one that draws the new criterion's plots: the analysis was there already
+        // (every criterion is analysed on the worker when the run is first shown) and the switch started no
+        // background work, so the frame did not just show a spinner and leave the work to later frames.
+        let app = harness.state();
+        let index = app.world.run_index("imagenet/ee").expect("the chain's run");
+        assert_eq!(app.saved.criterion, criterion, "the switch was applied in the frame measured");
+        assert!(
+            app.world.cached_analysis(index, criterion).is_some(),
+            "the switch frame drew {criterion:?}'s analysis"
+        );
+        assert!(!app.world.loader.any_busy(), "the switch started background work, so the frame measured less than it");
     }
 
     let mut frame_ms = Vec::new();

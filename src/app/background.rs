@@ -180,6 +180,7 @@ impl EdgescopeApp {
             }
             Loaded::Devices(path, list) => self.devices_loaded(path, list),
             Loaded::DevicesSaved(path, saved) => self.devices_saved(path, saved),
+            Loaded::Certificate(key, result) => super::certify::store(&mut self.world, key, result),
             Loaded::Written(path, result) => {
                 self.world.loader.finished(&key::written(&path));
                 match result {

@@ -1,8 +1,9 @@
 //! The certified-threshold line of the explore view: Learn then Test on the variant's calibration run
 //! ([`crate::analysis::certify`]), with epsilon and delta boxes, the statement ("certified: label loyalty >= 99 %
 //! with probability >= 95 % (n = 1000)"), the certified region of the shared threshold, and a button that sets
-//! the certified thresholds. The certificate is computed once per (variant, criterion, levels) and kept in
-//! egui's temporary memory, so dragging a slider costs nothing.
+//! the certified thresholds. The certificate is computed on a background worker (a [`Command::NeedCertificate`])
+//! once per (variant, criterion, levels, runs revision) and kept in the world, so drawing only reads it and
+//! dragging a slider costs nothing.
 
 use std::sync::Arc;
 
@@ -14,50 +15,53 @@ use crate::analysis::certify::{
     CalibrationSet, Certificate, DEFAULT_PATH_STEPS, Levels, Reference, Risk, ThresholdPath, certify,
 };
 use crate::analysis::{Criterion, Policy};
+use crate::session::Session;
 
-/// What a certificate was computed for.
+/// What a certificate is computed for: its inputs.
 #[derive(Clone, Debug, PartialEq)]
-struct Key {
-    variant: String,
-    criterion: Criterion,
-    epsilon: f64,
-    delta: f64,
+pub struct CertifyKey {
+    /// The variant.
+    pub variant: String,
+    /// The run explored (index into the session's runs at `runs_revision`).
+    pub run_index: usize,
+    /// The exit criterion.
+    pub criterion: Criterion,
+    /// Loyalty loss allowed (0 to 1).
+    pub epsilon: f64,
+    /// Probability the guarantee may fail (0 to 1).
+    pub delta: f64,
+    /// The runs the certificate was computed from.
+    pub runs_revision: u64,
 }
 
-/// A cached certificate, or why there is none.
-type Cached = Arc<(Key, Result<Certificate, String>)>;
+/// The last certificate computed (or why there is none), with its inputs.
+pub type Certified = (CertifyKey, Arc<Result<Certificate, String>>);
 
-/// Levels as the user set them (temporary memory, per session of the app).
+/// Levels as the user set them (form state in egui's temporary memory, per session of the app).
 #[derive(Clone, Copy, Debug)]
 struct UserLevels {
     epsilon: f64,
     delta: f64,
 }
 
-/// Where the levels live in egui's memory (global: the plots read the certificate too).
+/// Where the levels live in egui's memory.
 fn levels_id() -> egui::Id {
     egui::Id::unique("edgescope_certify_levels")
 }
 
-/// Where the last certificate lives in egui's memory.
-fn cache_id() -> egui::Id {
-    egui::Id::unique("edgescope_certify_cache")
-}
-
-/// The certified thresholds of `variant` under `criterion`, when the controls computed them (for the plots).
-pub fn certified_policy(ctx: &egui::Context, variant: &str, criterion: Criterion) -> Option<Policy> {
-    let cached: Cached = ctx.data(|d| d.get_temp(cache_id()))?;
-    let (key, result) = &*cached;
-    if key.variant != variant || key.criterion != criterion {
+/// The certified thresholds of `variant` under `criterion`, once computed (for the plots).
+pub fn certified_policy(world: &World, variant: &str, criterion: Criterion) -> Option<Policy> {
+    let (key, result) = world.certified.as_ref()?;
+    if key.variant != variant || key.criterion != criterion || key.runs_revision != world.runs_revision {
         return None;
     }
-    result.as_ref().ok()?.certified.as_ref()?.policy.clone()
+    result.as_ref().as_ref().ok()?.certified.as_ref()?.policy.clone()
 }
 
-fn compute(world: &World, run_index: usize, key: &Key) -> Result<Certificate, String> {
-    let run = &world.session.runs[run_index];
-    let calibration = world
-        .session
+/// Computes a certificate (on the loader's worker).
+pub fn compute(session: &Session, key: &CertifyKey) -> Result<Certificate, String> {
+    let run = session.runs.get(key.run_index).ok_or("the run is no longer in the session")?;
+    let calibration = session
         .calibration_run(&run.info.variant, &run.info)
         .ok_or_else(|| "no calibration run for this variant".to_string())?;
     let levels = Levels::new(key.epsilon, key.delta).map_err(|e| e.to_string())?;
@@ -66,6 +70,29 @@ fn compute(world: &World, run_index: usize, key: &Key) -> Result<Certificate, St
         .map_err(|e| e.to_string())?;
     let path = ThresholdPath::shared(key.criterion, set.num_classes(), set.early_exits(), DEFAULT_PATH_STEPS);
     certify(&set, &path, Risk::Loyalty, levels).map_err(|e| e.to_string())
+}
+
+/// Computes the certificate for `key` on a worker unless it is the one held (or on its way).
+pub fn request(world: &mut World, key: CertifyKey) {
+    if world.certified.as_ref().is_some_and(|(held, _)| *held == key) || key.runs_revision != world.runs_revision {
+        return;
+    }
+    let session = world.snapshot();
+    let spawned = world.loader.spawn(super::loader::key::CERTIFY.into(), move || {
+        let result = compute(&session, &key);
+        super::loader::Loaded::Certificate(key, Arc::new(result))
+    });
+    if let Err(e) = spawned {
+        world.error(e);
+    }
+}
+
+/// Stores a certificate a worker computed, unless the runs changed since.
+pub fn store(world: &mut World, key: CertifyKey, result: Arc<Result<Certificate, String>>) {
+    world.loader.finished(super::loader::key::CERTIFY);
+    if key.runs_revision == world.runs_revision {
+        world.certified = Some((key, result));
+    }
 }
 
 /// Draws the certified line for the explore view's selected early-exit run.
@@ -86,23 +113,39 @@ pub fn certified_ui(
     ui.horizontal(|ui| {
         let label = ui.label("Certify: epsilon");
         let epsilon = egui::DragValue::new(&mut levels.epsilon).range(0.001..=0.5).speed(0.001).max_decimals(3);
-        let mut changed = ui.add(epsilon).labelled_by(label.id).changed();
+        let mut changed = ui
+            .add(epsilon)
+            .labelled_by(label.id)
+            .on_hover_text("loyalty loss allowed: 0.01 certifies label loyalty >= 99 %")
+            .changed();
         let label = ui.label("delta");
         let delta = egui::DragValue::new(&mut levels.delta).range(0.001..=0.5).speed(0.001).max_decimals(3);
-        changed |= ui.add(delta).labelled_by(label.id).changed();
+        changed |= ui
+            .add(delta)
+            .labelled_by(label.id)
+            .on_hover_text("chance the guarantee fails over the calibration draw: 0.05 means 95 % confidence")
+            .changed();
         if changed {
             ui.data_mut(|d| d.insert_temp(levels_id, levels));
         }
     });
-    let key = Key { variant: run.info.variant.clone(), criterion, epsilon: levels.epsilon, delta: levels.delta };
-    let cache_id = cache_id();
-    let cached: Option<Cached> = ui.data(|d| d.get_temp(cache_id)).filter(|c: &Cached| c.0 == key);
-    let cached = cached.unwrap_or_else(|| {
-        let fresh: Cached = Arc::new((key.clone(), compute(world, run_index, &key)));
-        ui.data_mut(|d| d.insert_temp(cache_id, Arc::clone(&fresh)));
-        fresh
-    });
-    match &cached.1 {
+    let key = CertifyKey {
+        variant: run.info.variant.clone(),
+        run_index,
+        criterion,
+        epsilon: levels.epsilon,
+        delta: levels.delta,
+        runs_revision: world.runs_revision,
+    };
+    let Some((_, result)) = world.certified.as_ref().filter(|(held, _)| *held == key) else {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak("certifying on the calibration run…");
+        });
+        commands.send(Command::NeedCertificate(key));
+        return;
+    };
+    match result.as_ref() {
         Err(reason) => {
             ui.label(format!("not certified: {reason}"));
         }
@@ -121,7 +164,11 @@ pub fn certified_ui(
                         "certified region: every exit's {} threshold {verb} {threshold:.4}",
                         criterion.name()
                     ));
-                    if ui.button("Set certified").clicked() {
+                    if ui
+                        .button("Set certified")
+                        .on_hover_text("set every exit's threshold to the certified one")
+                        .clicked()
+                    {
                         commands.send(Command::SetPolicy(run.info.variant.clone(), policy.clone()));
                     }
                 });
@@ -131,17 +178,17 @@ pub fn certified_ui(
 }
 
 /// Shades the certified part of an exit's threshold slider (the thresholds from "no early exit" up to the
-/// certified one, which the guarantee covers), once the certify line has computed a certificate for this
+/// certified one, which the guarantee covers), once the worker has computed a certificate for this
 /// variant and criterion. `slider` is the slider's response; `range` its `(low, high, logarithmic)`.
 pub fn shade_certified_ui(
     ui: &egui::Ui,
+    world: &World,
     slider: &egui::Response,
-    variant: &str,
-    criterion: Criterion,
+    (variant, criterion): (&str, Criterion),
     exit: usize,
     range: (f64, f64, bool),
 ) {
-    let Some(policy) = certified_policy(ui.ctx(), variant, criterion) else { return };
+    let Some(policy) = certified_policy(world, variant, criterion) else { return };
     let Some(&certified) = policy.thresholds.get(exit) else { return };
     let (low, high, logarithmic) = range;
     // Where egui's slider puts a value: its rail is `slider_width` wide at the left of the response, the

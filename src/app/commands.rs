@@ -40,6 +40,8 @@ pub enum Command {
     NeedDataset(String),
     /// Drawing needs thumbnails of these samples of a dataset (decoded on a worker).
     NeedThumbnails(String, Vec<usize>),
+    /// Drawing needs the certificate of these inputs (computed on a worker).
+    NeedCertificate(super::certify::CertifyKey),
     /// Drawing needs the comparison rows for the current criterion and budget (computed on a worker).
     NeedRows,
     /// Open the "Study on a model…" wizard (on a variant when given).

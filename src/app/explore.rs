@@ -171,7 +171,7 @@ fn controls_ui(
             let response = ui.add(slider);
             changed |= response.changed();
             let range = (low, high, logarithmic);
-            super::certify::shade_certified_ui(ui, &response, selected, criterion, exit, range);
+            super::certify::shade_certified_ui(ui, world, &response, (selected, criterion), exit, range);
         }
         if changed {
             commands.send(Command::SetPolicy(selected.to_string(), Policy { criterion, thresholds }));
@@ -356,7 +356,7 @@ fn plots_ui(
         all.extend(statics.iter().map(|(_, l, a)| (*l, *a)));
         let front: Vec<[f64; 2]> =
             crate::analysis::pareto_front(&all).into_iter().map(|i| [all[i].0, all[i].1]).collect();
-        let certified_point = super::certify::certified_policy(ui.ctx(), selected, criterion).map(|policy| {
+        let certified_point = super::certify::certified_policy(world, selected, criterion).map(|policy| {
             let certified = analysis.prepared.evaluate(&policy);
             [certified.latency.mean_us / 1000.0, certified.accuracy * 100.0]
         });

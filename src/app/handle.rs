@@ -151,12 +151,13 @@ impl EdgescopeApp {
                 }
             }
             Command::NeedAnalysis(index) => world.request_analysis(index),
-            Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant),
+            Command::OpenExitsDialog(variant) => super::exits_dialog::open(world, &variant, &self.ctx),
             Command::OpenProfileView(variant) => super::profile_view::open(world, &variant),
             Command::OpenQuantizeDialog(variant) => super::quantize_dialog::open(world, &variant),
             Command::OpenSensitivity(variant) => super::quantize_dialog::open_sensitivity(world, &variant),
-            Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref()),
+            Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref(), &self.ctx),
             Command::NeedDataset(name) => world.request_dataset(&name),
+            Command::NeedCertificate(key) => super::certify::request(world, key),
             Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),
             Command::NeedRows => {
                 let options = self.report_options();
@@ -280,6 +281,22 @@ impl EdgescopeApp {
         match spawned {
             Ok(_) => self.world.dialog_open = true,
             Err(e) => self.world.error(format!("cannot open a file dialog: {e}")),
+        }
+    }
+
+    /// Adds a variant a dialog's worker wrote and opened, and starts its trace run on this machine with the run
+    /// dataset (or says to choose one).
+    pub(super) fn add_and_measure(&mut self, manifest: &Path, variant: Box<crate::model::Variant>) {
+        self.add_opened(manifest, OpenedFile::Variant(variant));
+        let name = self.world.session.variants.iter().find(|v| v.path == manifest).map(|v| v.name.clone());
+        match (name, self.world.run_dataset.clone()) {
+            (Some(variant), Some(dataset)) => {
+                self.apply(Command::RunVariant { variant, dataset, device: super::world::THIS_MACHINE.into() })
+            }
+            (Some(name), None) => {
+                self.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it"));
+            }
+            (None, _) => {}
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Loaded {
     Analyses(usize, u64, Vec<(Criterion, Arc<Analysis>)>),
     /// Comparison rows for (criterion, budget bits, revision).
     Rows(Criterion, u64, u64, Arc<Vec<crate::report::Row>>),
+    /// A certificate of the explored variant's thresholds, for its inputs.
+    Certificate(super::certify::CertifyKey, Arc<Result<crate::analysis::certify::Certificate, String>>),
     /// A PNG or SVG figure was written.
     Written(PathBuf, Result<(), String>),
     /// The devices list read from its file.
@@ -145,6 +147,8 @@ pub mod key {
     pub const ROWS: &str = "rows";
     /// Reading or writing the devices list.
     pub const DEVICES: &str = "devices";
+    /// Certifying thresholds (one at a time; a newer request waits for the older one to land).
+    pub const CERTIFY: &str = "certify";
     /// Writing a figure.
     pub fn written(path: &Path) -> String {
         format!("write {}", path.display())

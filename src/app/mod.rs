@@ -30,6 +30,7 @@ mod sensitivity_view;
 pub mod state;
 mod study_wizard;
 mod top_bar;
+mod worker;
 pub mod world;
 
 use std::path::PathBuf;
@@ -96,7 +97,7 @@ impl EdgescopeApp {
 
     /// True while background work (opening, saving, analyses) is under way; tests step until it settles.
     pub fn is_loading(&self) -> bool {
-        self.world.loader.any_busy() || !self.pending.is_empty()
+        self.world.loader.any_busy() || !self.pending.is_empty() || self.world.dialogs_busy()
     }
 
     /// Queues a command (tests use this as a user would use a widget).

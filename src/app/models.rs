@@ -12,7 +12,7 @@ const GRID_SAMPLES: usize = 32;
 /// Draws the models & data tab.
 pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) {
     ui.horizontal(|ui| {
-        if ui.button("Add files…").clicked() {
+        if ui.button("Add files…").on_hover_text("ONNX models, manifests (.toml) and datasets to add").clicked() {
             commands.send(Command::PickFilesToAdd);
         }
         ui.weak(
@@ -37,19 +37,26 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                 variant.parameter_count,
                 compression.map_or(String::new(), |c| format!("   compression {c:.2}x"))
             );
-            egui::CollapsingHeader::new(header).id_salt(("variant", &variant.name)).default_open(position == 0).show(
-                ui,
-                |ui| {
-                    ui.label(format!("file: {}", variant.path.display()));
+            egui::CollapsingHeader::new(header)
+                .id_salt(("variant", &variant.name))
+                .default_open(position == 0)
+                .show(ui, |ui| {
+                    ui.label(format!("file: {}", variant.path.display()))
+                        .on_hover_text("the ONNX file, or the manifest listing an early-exit chain's segments");
                     ui.label(format!(
                         "{} segment(s), {} early exit(s), {} classes, base: {}",
                         variant.segments,
                         variant.early_exits,
                         variant.num_classes,
                         variant.base.as_deref().unwrap_or("-")
-                    ));
+                    ))
+                    .on_hover_text(
+                        "segments: ONNX graphs run in turn; early exits: classifier heads before the last; base: the \
+                         float variant it is compared with (speed-up, accuracy drop, compression)",
+                    );
                     if !variant.outputs.is_empty() {
-                        ui.label(format!("exit outputs: {}", variant.outputs));
+                        ui.label(format!("exit outputs: {}", variant.outputs))
+                            .on_hover_text("the graph outputs read as each exit's logits");
                     }
                     ui.horizontal(|ui| {
                         super::exits_dialog::open_button_ui(ui, &variant.name, variant.segments, commands);
@@ -59,7 +66,8 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                             super::study_wizard::open_button_ui(ui, Some(&variant.name), commands);
                         }
                     });
-                    ui.label("operators:");
+                    ui.label("operators:")
+                        .on_hover_text("ONNX operator types and how many nodes of each; quantized ones in bold");
                     ui.horizontal_wrapped(|ui| {
                         for (op, count) in &variant.op_histogram {
                             let quantized = op.contains("Quant") || op.contains("Integer") || op.starts_with("QLinear");
@@ -67,8 +75,12 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                             ui.label(if quantized { text.strong() } else { text });
                         }
                     });
-                },
-            );
+                })
+                .header_response
+                .on_hover_text(
+                    "name, tags (ptq / dq = quantized, ee = early exits), file size in MB (10^6 bytes), parameters, \
+                     and compression = base size / this size",
+                );
         }
         ui.separator();
         ui.heading("Datasets");
@@ -84,7 +96,8 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
             .id_salt(("dataset", &entry.name))
             .default_open(position == 0)
             .show(ui, |ui| {
-                ui.label(format!("source: {}", entry.path.display()));
+                ui.label(format!("source: {}", entry.path.display()))
+                    .on_hover_text("dataset.toml, an image folder (one folder per class), IDX or NPY files");
                 match world.loaded_dataset(&entry.name) {
                     None => {
                         commands.send(Command::NeedDataset(entry.name.clone()));
@@ -97,21 +110,27 @@ pub fn models_ui(ui: &mut egui::Ui, world: &World, commands: &mut Commands<'_>) 
                         ui.colored_label(ui.visuals().error_fg_color, e);
                     }
                     Some(Ok(dataset)) => {
-                        ui.label(format!("input {:?}; {}", dataset.input_shape(), dataset.preprocess.describe()));
+                        ui.label(format!("input {:?}; {}", dataset.input_shape(), dataset.preprocess.describe()))
+                            .on_hover_text("the tensor shape one sample becomes, and the preprocessing that makes it");
                         let mut missing = Vec::new();
                         ui.horizontal_wrapped(|ui| {
                             for sample in 0..dataset.len().min(GRID_SAMPLES) {
                                 ui.vertical(|ui| {
                                     super::explore::thumbnail_ui(ui, world, &entry.name, sample, 48.0, &mut missing);
                                     let label = dataset.labels[sample] as usize;
-                                    ui.small(dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string()));
+                                    ui.small(dataset.classes.get(label).cloned().unwrap_or_else(|| label.to_string()))
+                                        .on_hover_text(format!("sample {sample}: its label"));
                                 });
                             }
                         });
                         super::explore::request_thumbnails(world, commands, &entry.name, missing);
                     }
                 }
-            });
+            })
+            .header_response
+            .on_hover_text(
+                "name, samples, classes; the calibration set tunes thresholds and PTQ, not measured in Compare",
+            );
         }
     });
 }

@@ -4,11 +4,13 @@
 //! side (the base and its DQ variant by default), the operator types that got slower. Profiling runs on a named
 //! worker thread with a bounded channel, progress and cancel; local profiles queue behind local runs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
+use super::state::DeviceConfig;
+use super::worker::{DialogTask, Progress, Reporter};
 use super::world::{THIS_MACHINE, World};
 use crate::data::Dataset;
 use crate::model::Variant;
@@ -17,27 +19,29 @@ use crate::record::{ProfileProgress, ProfileSettings, VariantProfile};
 use crate::runtime::CancelToken;
 use crate::runtime::profile::profile_variant;
 
-/// Progress messages kept in flight at most (older progress is dropped, results never are).
-const CHANNEL_CAPACITY: usize = 64;
 /// Operator types drawn per variant (the rest are summed into one bar).
 const TYPES_SHOWN: usize = 10;
 /// Slowest nodes listed per variant.
 const NODES_SHOWN: usize = 5;
 
-/// A variant to profile, with its slot (left or right) and the dataset.
-type SlotJob = (usize, Variant, Arc<Dataset>);
-
-/// What the worker reports.
-enum WorkerMessage {
-    Progress { slot: usize, progress: ProfileProgress },
-    Profiled { slot: usize, profile: Box<VariantProfile> },
-    Done(Result<(), String>),
+/// The dataset to profile on: opened already, or its file (opened on the worker).
+enum DatasetSource {
+    Ready(Arc<Dataset>),
+    File(PathBuf),
 }
 
-/// Profiling in progress.
-struct Worker {
-    messages: Receiver<WorkerMessage>,
-    cancel: CancelToken,
+/// What the profiling thread needs: the variants (slot, name, file), the dataset, the remote runner if any.
+struct ProfileJob {
+    variants: Vec<(usize, String, PathBuf)>,
+    dataset: DatasetSource,
+    remote: Option<DeviceConfig>,
+    settings: ProfileSettings,
+}
+
+/// What the worker reports.
+enum ProfileEvent {
+    Progress { slot: usize, progress: ProfileProgress },
+    Profiled { slot: usize, profile: Box<VariantProfile> },
 }
 
 /// The window's state (runtime only, never saved).
@@ -48,9 +52,8 @@ pub struct ProfileView {
     device: String,
     settings: ProfileSettings,
     results: [Option<VariantProfile>; 2],
-    worker: Option<Worker>,
-    progress: (f32, String),
-    error: Option<String>,
+    /// Profiling; the profiles arrive as events, one per variant.
+    work: DialogTask<ProfileEvent, ()>,
 }
 
 impl ProfileView {
@@ -66,15 +69,13 @@ impl ProfileView {
             device: THIS_MACHINE.to_string(),
             settings: ProfileSettings::default(),
             results: [None, None],
-            worker: None,
-            progress: (0.0, String::new()),
-            error: None,
+            work: DialogTask::default(),
         }
     }
 
     /// True while profiling.
     pub fn is_busy(&self) -> bool {
-        self.worker.is_some()
+        self.work.is_running()
     }
 
     /// The profiles shown, left to right.
@@ -82,99 +83,82 @@ impl ProfileView {
         self.results.iter().flatten()
     }
 
-    /// Starts profiling the chosen variants on the chosen device (one worker at a time).
-    pub fn start(&mut self, world: &mut World, ctx: &egui::Context) {
-        if self.worker.is_some() {
-            self.error = Some("a profile is running; wait for it or cancel it".into());
-            return;
+    /// Starts profiling the chosen variants on the chosen device (one worker at a time); the variants, the
+    /// dataset (unless the session has it open) and the token are read on the worker.
+    pub fn start(&mut self, world: &World, ctx: &egui::Context) {
+        if self.work.is_running() {
+            return self.work.fail("a profile is running; wait for it or cancel it");
         }
         match self.prepare(world) {
-            Ok((jobs, remote)) => self.spawn(jobs, remote, ctx),
-            Err(e) => self.error = Some(e),
+            Ok(job) => {
+                self.results = [None, None];
+                self.work.start("profile", ctx, move |reporter, cancel| run_profiles(job, reporter, cancel));
+            }
+            Err(e) => self.work.fail(e),
         }
     }
 
-    /// The variants to profile (by slot), the dataset, and the remote runner if any.
-    fn prepare(&self, world: &mut World) -> Result<(Vec<SlotJob>, Option<RemoteRunner>), String> {
+    /// What to profile, from the session (no file is read here).
+    fn prepare(&self, world: &World) -> Result<ProfileJob, String> {
         let dataset_name = world
             .run_dataset
             .clone()
             .or_else(|| world.session.datasets.iter().find(|d| !world.is_calibration(&d.name)).map(|d| d.name.clone()))
             .ok_or("the session has no dataset to profile on; add one with \"Add files…\"")?;
-        let dataset = world
-            .dataset_if_ready(&dataset_name)?
-            .ok_or_else(|| format!("opening dataset {dataset_name} in the background; start again in a moment"))?;
-        let mut jobs = Vec::new();
+        let dataset = match world.loaded_dataset(&dataset_name) {
+            Some(Ok(dataset)) => DatasetSource::Ready(Arc::clone(dataset)),
+            _ => {
+                let entry = world.session.datasets.iter().find(|d| d.name == dataset_name);
+                DatasetSource::File(entry.map(|d| d.path.clone()).ok_or("the run dataset is not in the session")?)
+            }
+        };
+        let mut variants = Vec::new();
         for (slot, name) in self.variants.iter().enumerate() {
             let Some(name) = name else { continue };
             let entry = world.session.variant(name).ok_or_else(|| format!("no variant {name:?} in the session"))?;
-            let variant = entry.open().map_err(|e| format!("opening {name}: {e}"))?;
-            jobs.push((slot, variant, Arc::clone(&dataset)));
+            variants.push((slot, name.clone(), entry.path.clone()));
         }
-        if jobs.is_empty() {
+        if variants.is_empty() {
             return Err("choose a variant to profile".into());
         }
         let remote = if self.device == THIS_MACHINE {
             None
         } else {
-            let config = world
-                .devices
-                .iter()
-                .find(|d| d.name == self.device)
-                .ok_or_else(|| format!("no device called {} is configured", self.device))?;
+            let config = world.devices.iter().find(|d| d.name == self.device);
+            Some(config.cloned().ok_or_else(|| format!("no device called {} is configured", self.device))?)
+        };
+        Ok(ProfileJob { variants, dataset, remote, settings: self.settings.clone() })
+    }
+}
+
+/// Profiles each variant of `job` in turn (on the worker), sending each profile as it is done.
+fn run_profiles(job: ProfileJob, reporter: &Reporter<ProfileEvent, ()>, cancel: &CancelToken) -> Result<(), String> {
+    let dataset = match job.dataset {
+        DatasetSource::Ready(dataset) => dataset,
+        DatasetSource::File(path) => Arc::new(Dataset::open(&path).map_err(|e| e.to_string())?),
+    };
+    let mut remote = match &job.remote {
+        Some(config) => {
             let token =
                 crate::net::protocol::read_token(&config.token_file).map_err(|e| format!("{}: {e}", config.name))?;
             Some(RemoteRunner::new(&config.address, token))
-        };
-        Ok((jobs, remote))
-    }
-
-    fn spawn(&mut self, jobs: Vec<SlotJob>, mut remote: Option<RemoteRunner>, ctx: &egui::Context) {
-        let (sender, messages) = bounded(CHANNEL_CAPACITY);
-        let cancel = CancelToken::new();
-        let worker_cancel = cancel.clone();
-        let settings = self.settings.clone();
-        let repaint = ctx.clone();
-        let spawned = std::thread::Builder::new().name("edgescope-profile".into()).spawn(move || {
-            let mut outcome = Ok(());
-            for (slot, variant, dataset) in jobs {
-                let mut progress = |progress: ProfileProgress| {
-                    let _ = sender.try_send(WorkerMessage::Progress { slot, progress });
-                    repaint.request_repaint();
-                };
-                let result = match &mut remote {
-                    Some(runner) => runner.profile(&variant, &dataset, &settings, &mut progress, &worker_cancel),
-                    None => {
-                        profile_variant(&variant, &dataset, &settings, &mut progress, &worker_cancel).map(|mut p| {
-                            p.device = THIS_MACHINE.to_string();
-                            p
-                        })
-                    }
-                };
-                match result {
-                    Ok(profile) => {
-                        let _ = sender.send(WorkerMessage::Profiled { slot, profile: Box::new(profile) });
-                    }
-                    Err(e) => {
-                        outcome = Err(format!("profiling {}: {e}", variant.name));
-                        break;
-                    }
-                }
-                repaint.request_repaint();
-            }
-            let _ = sender.send(WorkerMessage::Done(outcome));
-            repaint.request_repaint();
-        });
-        match spawned {
-            Ok(_) => {
-                self.worker = Some(Worker { messages, cancel });
-                self.error = None;
-                self.results = [None, None];
-                self.progress = (0.0, "starting".into());
-            }
-            Err(e) => self.error = Some(format!("cannot start the profiling thread: {e}")),
         }
+        None => None,
+    };
+    for (slot, name, path) in job.variants {
+        let variant = Variant::open(&path).map_err(|e| format!("opening {name}: {e}"))?;
+        let mut progress = |progress: ProfileProgress| reporter.progress(ProfileEvent::Progress { slot, progress });
+        let result = match &mut remote {
+            Some(runner) => runner.profile(&variant, &dataset, &job.settings, &mut progress, cancel),
+            None => profile_variant(&variant, &dataset, &job.settings, &mut progress, cancel).map(|mut p| {
+                p.device = THIS_MACHINE.to_string();
+                p
+            }),
+        };
+        let profile = result.map_err(|e| format!("profiling {}: {e}", variant.name))?;
+        reporter.event(ProfileEvent::Profiled { slot, profile: Box::new(profile) });
     }
+    Ok(())
 }
 
 /// The "Profile…" button of a variant in the Models tab.
@@ -194,25 +178,18 @@ pub fn open(world: &mut World, variant: &str) {
     }
 }
 
-/// Drains the worker's messages into the window (once per frame, from the app's logic).
+/// Drains the worker's events into the window (once per frame, from the app's logic).
 pub fn drain(world: &mut World) {
     let Some(view) = world.profile_view.as_mut() else { return };
-    let Some(worker) = &view.worker else { return };
-    let mut finished = None;
-    while let Ok(message) = worker.messages.try_recv() {
-        match message {
-            WorkerMessage::Progress { slot, progress } => {
+    for event in view.work.drain().events {
+        match event {
+            ProfileEvent::Progress { slot, progress } => {
                 let name = view.variants[slot].clone().unwrap_or_default();
-                let fraction = progress.done as f32 / progress.total.max(1) as f32;
-                view.progress = (fraction, format!("{name}: {}/{} samples", progress.done, progress.total));
+                let line = format!("{name}: {}/{} samples", progress.done, progress.total);
+                view.work.set_progress(Progress::count(progress.done, progress.total, line));
             }
-            WorkerMessage::Profiled { slot, profile } => view.results[slot] = Some(*profile),
-            WorkerMessage::Done(result) => finished = Some(result),
+            ProfileEvent::Profiled { slot, profile } => view.results[slot] = Some(*profile),
         }
-    }
-    if let Some(result) = finished {
-        view.worker = None;
-        view.error = result.err();
     }
 }
 
@@ -231,7 +208,7 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
             ui.separator();
             let shown: Vec<&VariantProfile> = view.results().collect();
             if shown.is_empty() {
-                if view.worker.is_none() {
+                if !view.work.is_running() {
                     ui.weak("choose the variants and press Profile");
                 }
                 return;
@@ -252,16 +229,14 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
     if start {
         view.start(world, ctx);
     }
-    if !open && let Some(worker) = &view.worker {
-        worker.cancel.cancel();
-    }
+    // Closing the window drops it, which cancels a running profile.
     if open {
         world.profile_view = Some(view);
     }
 }
 
 fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut ProfileView, start: &mut bool) {
-    let busy = view.worker.is_some();
+    let busy = view.work.is_running();
     let names: Vec<String> = world.session.variants.iter().map(|v| v.name.clone()).collect();
     ui.add_enabled_ui(!busy, |ui| {
         ui.horizontal(|ui| {
@@ -279,7 +254,12 @@ fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut ProfileView, start: 
                         }
                     })
                     .response
-                    .labelled_by(label.id);
+                    .labelled_by(label.id)
+                    .on_hover_text(if slot == 0 {
+                        "the variant profiled (left column)"
+                    } else {
+                        "a second variant profiled beside it, for the per-operator comparison"
+                    });
             }
             let label = ui.label("on");
             egui::ComboBox::from_id_salt("profile-device")
@@ -291,32 +271,32 @@ fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut ProfileView, start: 
                     }
                 })
                 .response
-                .labelled_by(label.id);
+                .labelled_by(label.id)
+                .on_hover_text("where to profile: here or on a remote runner");
             let label = ui.label("samples");
-            ui.add(egui::DragValue::new(&mut view.settings.samples).range(1..=10_000)).labelled_by(label.id);
+            ui.add(egui::DragValue::new(&mut view.settings.samples).range(1..=10_000))
+                .labelled_by(label.id)
+                .on_hover_text("inferences profiled per variant; times are means over them");
             let label = ui.label("warm-up");
-            ui.add(egui::DragValue::new(&mut view.settings.warmup).range(0..=1000)).labelled_by(label.id);
+            ui.add(egui::DragValue::new(&mut view.settings.warmup).range(0..=1000))
+                .labelled_by(label.id)
+                .on_hover_text("inferences run and discarded before profiling starts");
             let label = ui.label("threads");
             ui.add(egui::DragValue::new(&mut view.settings.intra_threads).range(0..=64))
                 .labelled_by(label.id)
                 .on_hover_text("intra-op threads; 0 lets ONNX Runtime choose");
         });
     });
-    ui.horizontal(|ui| {
-        if busy {
-            if ui.button("Cancel").clicked()
-                && let Some(worker) = &view.worker
-            {
-                worker.cancel.cancel();
-            }
-            ui.add(egui::ProgressBar::new(view.progress.0).desired_width(320.0).text(view.progress.1.clone()));
-        } else if ui.button("Profile").clicked() {
-            *start = true;
-        }
-    });
-    if let Some(error) = &view.error {
-        ui.colored_label(ui.visuals().error_fg_color, error);
+    view.work.progress_ui(ui, "stop profiling; profiles finished so far stay shown");
+    if !busy
+        && ui
+            .button("Profile")
+            .on_hover_text("run each variant with ONNX Runtime's profiler and time every operator")
+            .clicked()
+    {
+        *start = true;
     }
+    view.work.status_ui(ui);
 }
 
 /// The longest bar a profile draws, microseconds (bars of both columns share one scale).
@@ -374,7 +354,7 @@ fn profile_ui(ui: &mut egui::Ui, profile: &VariantProfile, scale_us: f64) {
     if others > 0.0 {
         let text =
             format!("{} other type(s)  {others:.1} us ({:.1} %)", profile.op_types.len() - TYPES_SHOWN, share(others));
-        bar_ui(ui, text, others, scale_us, None);
+        bar_ui(ui, text, others, scale_us, None).on_hover_text("the remaining operator types, summed");
     }
     let remainder = profile.remainder_us();
     let parts: Vec<String> = profile
@@ -400,7 +380,7 @@ fn profile_ui(ui: &mut egui::Ui, profile: &VariantProfile, scale_us: f64) {
         Some(fill),
     )
     .on_hover_text(parts.join(", "));
-    ui.label("slowest nodes:");
+    ui.label("slowest nodes:").on_hover_text("kernel plus dispatch per inference, microseconds");
     for (segment, node) in profile.top_nodes(NODES_SHOWN) {
         ui.small(format!("{:.1} us  {} ({}, segment {segment})", node.total_us(), node.node, node.op_type));
     }

@@ -5,41 +5,25 @@
 
 use std::path::PathBuf;
 
-use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
-use super::world::THIS_MACHINE;
+use super::worker::{DialogTask, Progress};
 use super::{EdgescopeApp, World};
 use crate::optimize::quantize::{
     Budget, CalibrationMethod, Method, QuantType, QuantizeEvent, QuantizeOptions, QuantizeRequest, quantize_to_disk,
     run::default_name,
 };
-use crate::runtime::CancelToken;
-
-/// Progress messages kept in flight at most (older progress is dropped, the result never is).
-const CHANNEL_CAPACITY: usize = 64;
 
 /// What a finished quantization reports to the dialog.
 struct Finished {
     manifest: PathBuf,
-    name: String,
     /// The float ONNX file and the quantized one (single-graph PTQ only: what the sensitivity view compares).
     pair: Option<(PathBuf, PathBuf)>,
-    /// The new variant, opened on the worker so the UI thread only adds it.
-    variant: Box<crate::model::Variant>,
+    /// The new variant, opened on the worker so the UI thread only adds it (taken when it joins the session).
+    variant: Option<Box<crate::model::Variant>>,
     float_nodes: Vec<(String, String)>,
     quantized_nodes: usize,
     summary: String,
-}
-
-enum WorkerMessage {
-    Event(QuantizeEvent),
-    Done(Result<Finished, String>),
-}
-
-struct Worker {
-    messages: Receiver<WorkerMessage>,
-    cancel: CancelToken,
 }
 
 /// The quantization windows' state (runtime only, never saved): the dialog and the sensitivity chart.
@@ -81,9 +65,7 @@ pub struct QuantizeDialog {
     stem: String,
     /// The output folder is the default (a new one per run) until the user edits it.
     auto_out: bool,
-    worker: Option<Worker>,
-    progress: (f32, String),
-    result: Option<Result<Finished, String>>,
+    work: DialogTask<QuantizeEvent, Finished>,
 }
 
 /// A name no session variant has: `wanted`, else `wanted-2`, `wanted-3`, ...
@@ -140,12 +122,15 @@ impl QuantizeDialog {
             out_parent,
             stem,
             auto_out: true,
-            worker: None,
-            progress: (0.0, String::new()),
-            result: None,
+            work: DialogTask::default(),
         };
         dialog.refresh_defaults(world);
         Ok(dialog)
+    }
+
+    /// True while quantizing.
+    pub fn is_busy(&self) -> bool {
+        self.work.is_running()
     }
 
     /// Sets the default name and output folder (unused ones), where the user has not typed their own.
@@ -232,80 +217,52 @@ impl QuantizeDialog {
     fn start(&mut self, world: &World, ctx: &egui::Context) {
         let request = match self.request(world) {
             Ok(r) => r,
-            Err(e) => {
-                self.result = Some(Err(e));
-                return;
-            }
+            Err(e) => return self.work.fail(e),
         };
-        let (sender, messages) = bounded(CHANNEL_CAPACITY);
-        let cancel = CancelToken::new();
-        let worker_cancel = cancel.clone();
-        let repaint = ctx.clone();
-        let spawned = std::thread::Builder::new().name("edgescope-quantize".into()).spawn(move || {
-            let mut on_event = |event: QuantizeEvent| {
-                let _ = sender.try_send(WorkerMessage::Event(event));
-                repaint.request_repaint();
-            };
-            let result = quantize_to_disk(&request, &mut on_event, &worker_cancel)
-                .map(|outcome| {
-                    let single = outcome.segments.len() == 1 && request.options.method == Method::Ptq;
-                    let pair =
-                        single.then(|| outcome.segments.first().map(|s| (s.source.clone(), s.file.clone()))).flatten();
-                    let mut float_nodes = Vec::new();
-                    for (k, segment) in outcome.segments.iter().enumerate() {
-                        for (node, why) in &segment.float_nodes {
-                            let label = if outcome.segments.len() > 1 {
-                                format!("segment {}: {node}", k + 1)
-                            } else {
-                                node.clone()
-                            };
-                            float_nodes.push((label, why.clone()));
-                        }
-                    }
-                    let quantized_nodes = outcome.segments.iter().map(|s| s.quantized_nodes.len()).sum();
-                    let budget = outcome.budget.as_ref().and_then(|b| Some((b, b.steps.last()?))).map_or_else(
-                        String::new,
-                        |(b, last)| {
-                            format!(
-                                "; accuracy budget: float top-1 {:.2} %, quantized {:.2} %{}",
-                                b.float_top1_percent,
-                                last.top1_percent,
-                                if b.within_budget { "" } else { " (budget not reached)" }
-                            )
-                        },
-                    );
-                    Finished {
-                        summary: format!(
-                            "wrote {} ({} node(s) quantized, {} left in float{}){budget}",
-                            outcome.manifest.display(),
-                            quantized_nodes,
-                            float_nodes.len(),
-                            if outcome.calibration_samples > 0 {
-                                format!(", {} calibration samples", outcome.calibration_samples)
-                            } else {
-                                String::new()
-                            }
-                        ),
-                        manifest: outcome.manifest,
-                        name: outcome.variant.name.clone(),
-                        variant: Box::new(outcome.variant),
-                        pair,
-                        float_nodes,
-                        quantized_nodes,
-                    }
-                })
-                .map_err(|e| e.to_string());
-            let _ = sender.send(WorkerMessage::Done(result));
-            repaint.request_repaint();
-        });
-        match spawned {
-            Ok(_) => {
-                self.worker = Some(Worker { messages, cancel });
-                self.result = None;
-                self.progress = (0.0, "starting".into());
+        self.work.start("quantize", ctx, move |reporter, cancel| {
+            let mut on_event = |event: QuantizeEvent| reporter.progress(event);
+            let outcome = quantize_to_disk(&request, &mut on_event, cancel).map_err(|e| e.to_string())?;
+            let single = outcome.segments.len() == 1 && request.options.method == Method::Ptq;
+            let pair = single.then(|| outcome.segments.first().map(|s| (s.source.clone(), s.file.clone()))).flatten();
+            let mut float_nodes = Vec::new();
+            for (k, segment) in outcome.segments.iter().enumerate() {
+                for (node, why) in &segment.float_nodes {
+                    let label =
+                        if outcome.segments.len() > 1 { format!("segment {}: {node}", k + 1) } else { node.clone() };
+                    float_nodes.push((label, why.clone()));
+                }
             }
-            Err(e) => self.result = Some(Err(format!("cannot start the quantization thread: {e}"))),
-        }
+            let quantized_nodes = outcome.segments.iter().map(|s| s.quantized_nodes.len()).sum();
+            let budget = outcome.budget.as_ref().and_then(|b| Some((b, b.steps.last()?))).map_or_else(
+                String::new,
+                |(b, last)| {
+                    format!(
+                        "; accuracy budget: float top-1 {:.2} %, quantized {:.2} %{}",
+                        b.float_top1_percent,
+                        last.top1_percent,
+                        if b.within_budget { "" } else { " (budget not reached)" }
+                    )
+                },
+            );
+            Ok(Finished {
+                summary: format!(
+                    "wrote {} ({} node(s) quantized, {} left in float{}){budget}",
+                    outcome.manifest.display(),
+                    quantized_nodes,
+                    float_nodes.len(),
+                    if outcome.calibration_samples > 0 {
+                        format!(", {} calibration samples", outcome.calibration_samples)
+                    } else {
+                        String::new()
+                    }
+                ),
+                manifest: outcome.manifest,
+                variant: Some(Box::new(outcome.variant)),
+                pair,
+                float_nodes,
+                quantized_nodes,
+            })
+        });
     }
 }
 
@@ -333,6 +290,10 @@ pub fn open_button_ui(ui: &mut egui::Ui, world: &World, variant: &str, commands:
 
 /// Opens the "Quantize…" dialog on a variant, or shows why it cannot.
 pub fn open(world: &mut World, variant: &str) {
+    // Opening another would close this one, and closing cancels: a running quantization is not replaced.
+    if world.quantize.dialog.as_ref().is_some_and(QuantizeDialog::is_busy) {
+        return world.error("a quantization is running; wait for it or cancel it in its window");
+    }
     match QuantizeDialog::open(world, variant) {
         Ok(dialog) => world.quantize.dialog = Some(dialog),
         Err(e) => world.error(e),
@@ -341,20 +302,25 @@ pub fn open(world: &mut World, variant: &str) {
 
 /// Opens the sensitivity chart of a single-graph PTQ variant against its float base.
 pub fn open_sensitivity(world: &mut World, variant: &str) {
+    if world.quantize.sensitivity.as_ref().is_some_and(super::sensitivity_view::SensitivityView::is_busy) {
+        return world.error("a sensitivity measurement is running; wait for it or cancel it in its window");
+    }
     let Some(entry) = world.session.variant(variant) else { return };
     let base = world.session.base_of(variant);
     let Some(base) = base.as_deref().and_then(|b| world.session.variant(b)) else {
         return world.error(format!("{variant} has no float base in the session to compare with"));
     };
     let (float, quantized) = (base.path.clone(), entry.path.clone());
-    match super::sensitivity_view::SensitivityView::open(world, &float, &quantized) {
-        Ok(view) => world.quantize.sensitivity = Some(view),
-        Err(e) => world.error(e),
-    }
+    world.quantize.sensitivity = Some(super::sensitivity_view::SensitivityView::open(world, &float, &quantized));
 }
 
 fn dataset_combo_ui(ui: &mut egui::Ui, id: &str, label: &str, names: &[String], chosen: &mut Option<String>) {
-    let label = ui.label(label);
+    let hover = if label.starts_with("calibration") {
+        "samples the activation ranges are measured on (no labels needed)"
+    } else {
+        "labelled samples the top-1 drop is measured on"
+    };
+    let label = ui.label(label).on_hover_text(hover);
     egui::ComboBox::from_id_salt(id)
         .selected_text(chosen.clone().unwrap_or_else(|| "choose…".into()))
         .show_ui(ui, |ui| {
@@ -373,16 +339,19 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
         ui.label("method");
         ui.horizontal(|ui| {
             let mut method = dialog.method;
-            ui.radio_value(&mut method, Method::Ptq, "PTQ (static, QDQ)");
-            ui.radio_value(&mut method, Method::Dq, "DQ (dynamic)");
+            ui.radio_value(&mut method, Method::Ptq, "PTQ (static, QDQ)")
+                .on_hover_text("weights and activations in 8 bits; activation ranges fixed from a calibration set");
+            ui.radio_value(&mut method, Method::Dq, "DQ (dynamic)")
+                .on_hover_text("weights in 8 bits; activation ranges computed per inference, no calibration");
             dialog.set_method(world, method);
         });
         ui.end_row();
         ui.label("weights");
         ui.horizontal(|ui| {
-            ui.checkbox(&mut dialog.per_channel, "per channel");
+            ui.checkbox(&mut dialog.per_channel, "per channel")
+                .on_hover_text("one scale per output channel instead of one per tensor: usually more accurate");
             for t in [QuantType::I8, QuantType::U8] {
-                ui.radio_value(&mut dialog.weight_type, t, t.name());
+                ui.radio_value(&mut dialog.weight_type, t, t.name()).on_hover_text("8-bit type of the weights");
             }
         });
         ui.end_row();
@@ -390,7 +359,8 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
             ui.label("activations");
             ui.horizontal(|ui| {
                 for t in [QuantType::U8, QuantType::I8] {
-                    ui.radio_value(&mut dialog.activation_type, t, t.name());
+                    ui.radio_value(&mut dialog.activation_type, t, t.name())
+                        .on_hover_text("8-bit type of the activations");
                 }
             });
             ui.end_row();
@@ -418,7 +388,12 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
                 for (name, text) in
                     [("minmax", "MinMax"), ("percentile", "Percentile 99.999 %"), ("entropy", "Entropy")]
                 {
-                    ui.radio_value(&mut dialog.calibrate, name, text);
+                    let hover = match name {
+                        "minmax" => "ranges from the smallest and largest value seen",
+                        "percentile" => "ranges clipped at the 99.999th percentile: outliers cost less",
+                        _ => "ranges that keep the distribution's entropy (KL divergence): slowest",
+                    };
+                    ui.radio_value(&mut dialog.calibrate, name, text).on_hover_text(hover);
                 }
             });
             ui.end_row();
@@ -429,15 +404,20 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
                     .range(0..=1_000_000)
                     .custom_formatter(|v, _| if v == 0.0 { "all".into() } else { format!("{v:.0}") }),
             )
-            .labelled_by(label.id);
+            .labelled_by(label.id)
+            .on_hover_text("how many calibration samples set the ranges; all = every one");
             ui.end_row();
             ui.label("accuracy budget");
             ui.horizontal(|ui| {
-                ui.checkbox(&mut dialog.budget, "keep sensitive nodes float until the top-1 drop is at most");
+                ui.checkbox(&mut dialog.budget, "keep sensitive nodes float until the top-1 drop is at most")
+                    .on_hover_text(
+                        "measures top-1 on a validation set and leaves the noisiest nodes float (20 at most)",
+                    );
                 ui.add_enabled(
                     dialog.budget,
                     egui::DragValue::new(&mut dialog.max_drop_pp).range(0.0..=100.0).speed(0.05).suffix(" pp"),
-                );
+                )
+                .on_hover_text("the largest top-1 accuracy drop allowed, in percentage points");
             });
             ui.end_row();
             if dialog.budget {
@@ -448,24 +428,61 @@ fn options_ui(ui: &mut egui::Ui, world: &World, dialog: &mut QuantizeDialog) {
                         .range(0..=1_000_000)
                         .custom_formatter(|v, _| if v == 0.0 { "all".into() } else { format!("{v:.0}") }),
                 )
-                .labelled_by(label.id);
+                .labelled_by(label.id)
+                .on_hover_text("how many validation samples measure the drop; all = every one");
                 ui.end_row();
             }
         }
         let label = ui.label("variant name");
-        if ui.text_edit_singleline(&mut dialog.name).labelled_by(label.id).changed() {
+        if ui
+            .text_edit_singleline(&mut dialog.name)
+            .labelled_by(label.id)
+            .on_hover_text("the new variant's name in the session (must be new)")
+            .changed()
+        {
             dialog.auto_name = false;
         }
         ui.end_row();
         let label = ui.label("output folder");
-        if ui.text_edit_singleline(&mut dialog.out).labelled_by(label.id).changed() {
+        if ui
+            .text_edit_singleline(&mut dialog.out)
+            .labelled_by(label.id)
+            .on_hover_text("a new folder for the quantized model and its manifest")
+            .changed()
+        {
             dialog.auto_out = false;
         }
         ui.end_row();
     });
 }
 
-/// Draws the dialog and the sensitivity chart, if open.
+/// What a finished quantization shows: the summary, the Sensitivity button, the operators left in float.
+fn finished_ui(ui: &mut egui::Ui, done: &Finished, sensitivity: &mut Option<(PathBuf, PathBuf)>) {
+    ui.label(&done.summary);
+    if let Some(pair) = &done.pair
+        && ui.button("Sensitivity…").on_hover_text("quantization noise per tensor, worst first").clicked()
+    {
+        *sensitivity = Some(pair.clone());
+    }
+    if done.float_nodes.is_empty() {
+        ui.label(format!("every one of the {} quantizable node(s) computes quantized", done.quantized_nodes));
+        return;
+    }
+    ui.label(format!("left in float ({}):", done.float_nodes.len()))
+        .on_hover_text("nodes ONNX Runtime computes in float in the written model, with the reason");
+    egui::ScrollArea::vertical().id_salt("quantize-float-nodes").max_height(200.0).show(ui, |ui| {
+        egui::Grid::new("quantize-float-list").num_columns(2).striped(true).show(ui, |ui| {
+            for (node, why) in &done.float_nodes {
+                ui.label(node);
+                ui.weak(why);
+                ui.end_row();
+            }
+        });
+    });
+}
+
+/// Draws the dialog and the sensitivity chart, if open. Closing the dialog drops it, which cancels a running
+/// quantization (nothing is written).
 pub fn window_ui(ctx: &egui::Context, world: &mut World) {
     super::sensitivity_view::window_ui(ctx, world);
     let Some(mut dialog) = world.quantize.dialog.take() else { return };
@@ -473,7 +490,7 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
     let mut start = false;
     let mut sensitivity = None;
     egui::Window::new(format!("Quantize {}", dialog.variant)).open(&mut open).resizable(true).show(ctx, |ui| {
-        let busy = dialog.worker.is_some();
+        let busy = dialog.work.is_running();
         if dialog.segments > 1 {
             ui.label(format!(
                 "an early-exit chain of {} segments: each is quantized in turn, calibrated on what the quantized \
@@ -483,63 +500,49 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
         }
         ui.add_enabled_ui(!busy, |ui| options_ui(ui, world, &mut dialog));
         ui.separator();
-        if busy {
-            ui.add(egui::ProgressBar::new(dialog.progress.0).text(dialog.progress.1.clone()));
-            if ui.button("Cancel").clicked()
-                && let Some(worker) = &dialog.worker
-            {
-                worker.cancel.cancel();
-            }
-        } else if ui.button("Quantize").clicked() {
+        dialog.work.progress_ui(ui, "stop quantizing; nothing is written");
+        if !busy
+            && ui
+                .button("Quantize")
+                .on_hover_text("write the quantized variant, add it to the session and measure it on this machine")
+                .clicked()
+        {
             start = true;
         }
-        match &dialog.result {
-            Some(Ok(done)) => {
-                ui.label(&done.summary);
-                if let Some(pair) = &done.pair
-                    && ui.button("Sensitivity…").on_hover_text("quantization noise per tensor, worst first").clicked()
-                {
-                    sensitivity = Some(pair.clone());
-                }
-                if done.float_nodes.is_empty() {
-                    ui.label(format!(
-                        "every one of the {} quantizable node(s) computes quantized",
-                        done.quantized_nodes
-                    ));
-                } else {
-                    ui.label(format!("left in float ({}):", done.float_nodes.len()));
-                    egui::ScrollArea::vertical().id_salt("quantize-float-nodes").max_height(200.0).show(ui, |ui| {
-                        egui::Grid::new("quantize-float-list").num_columns(2).striped(true).show(ui, |ui| {
-                            for (node, why) in &done.float_nodes {
-                                ui.label(node);
-                                ui.weak(why);
-                                ui.end_row();
-                            }
-                        });
-                    });
-                }
-            }
-            Some(Err(text)) => {
-                ui.colored_label(ui.visuals().error_fg_color, text);
-            }
-            None => {}
+        if let Some(done) = dialog.work.output() {
+            finished_ui(ui, done, &mut sensitivity);
         }
+        dialog.work.status_ui(ui);
     });
     if start {
         dialog.start(world, ctx);
     }
     if let Some((float, quantized)) = sensitivity {
-        match super::sensitivity_view::SensitivityView::open(world, &float, &quantized) {
-            Ok(view) => world.quantize.sensitivity = Some(view),
-            Err(e) => world.error(e),
+        if world.quantize.sensitivity.as_ref().is_some_and(super::sensitivity_view::SensitivityView::is_busy) {
+            world.error("a sensitivity measurement is running; wait for it or cancel it in its window");
+        } else {
+            let view = super::sensitivity_view::SensitivityView::open(world, &float, &quantized);
+            world.quantize.sensitivity = Some(view);
         }
     }
-    if !open && let Some(worker) = &dialog.worker {
-        // Closing the window cancels the quantization; nothing is written.
-        worker.cancel.cancel();
-    }
-    if open || dialog.worker.is_some() {
+    if open {
         world.quantize.dialog = Some(dialog);
+    }
+}
+
+/// The progress line of a quantization event.
+fn progress_of(event: &QuantizeEvent) -> Progress {
+    match event {
+        QuantizeEvent::Segment { index, count } => Progress::count(0, 0, format!("segment {}/{count}", index + 1)),
+        QuantizeEvent::Calibrating { done, total } => {
+            Progress::count(*done, *total, format!("calibrating {done}/{total}"))
+        }
+        QuantizeEvent::Budget { excluded, top1_percent, float_top1_percent } => Progress::count(
+            0,
+            0,
+            format!("budget: {excluded} node(s) float, top-1 {top1_percent:.2} % (float {float_top1_percent:.2} %)"),
+        ),
+        QuantizeEvent::Writing => Progress::count(0, 0, "writing"),
     }
 }
 
@@ -548,44 +551,16 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
 pub fn drain(app: &mut EdgescopeApp) {
     super::sensitivity_view::drain(&mut app.world);
     let Some(dialog) = app.world.quantize.dialog.as_mut() else { return };
-    let Some(worker) = &dialog.worker else { return };
-    let mut finished = None;
-    while let Ok(message) = worker.messages.try_recv() {
-        match message {
-            WorkerMessage::Event(event) => {
-                dialog.progress = match event {
-                    QuantizeEvent::Segment { index, count } => (0.0, format!("segment {}/{count}", index + 1)),
-                    QuantizeEvent::Calibrating { done, total } => {
-                        (done as f32 / total.max(1) as f32, format!("calibrating {done}/{total}"))
-                    }
-                    QuantizeEvent::Budget { excluded, top1_percent, float_top1_percent } => (
-                        1.0,
-                        format!(
-                            "budget: {excluded} node(s) float, top-1 {top1_percent:.2} % (float {float_top1_percent:.2} %)"
-                        ),
-                    ),
-                    QuantizeEvent::Writing => (1.0, "writing".into()),
-                };
-            }
-            WorkerMessage::Done(result) => finished = Some(result),
-        }
+    if !dialog.work.drain_progress(progress_of) {
+        return;
     }
-    let Some(result) = finished else { return };
-    dialog.worker = None;
-    let added = result.as_ref().ok().map(|f| (f.manifest.clone(), f.name.clone(), f.variant.clone()));
-    dialog.result = Some(result);
-    let Some((manifest, name, variant)) = added else { return };
-    app.add_opened(&manifest, super::loader::OpenedFile::Variant(variant));
+    let Some(finished) = dialog.work.output_mut() else { return };
+    let manifest = finished.manifest.clone();
+    let Some(variant) = finished.variant.take() else { return };
+    app.add_and_measure(&manifest, variant);
     // The next run gets a fresh default name and folder.
     if let Some(mut dialog) = app.world.quantize.dialog.take() {
         dialog.refresh_defaults(&app.world);
         app.world.quantize.dialog = Some(dialog);
-    }
-    if app.world.session.variant(&name).is_none() {
-        return;
-    }
-    match app.world.run_dataset.clone() {
-        Some(dataset) => app.apply(super::Command::RunVariant { variant: name, dataset, device: THIS_MACHINE.into() }),
-        None => app.world.notice = Some(format!("added {name}; choose a dataset in Runs to measure it")),
     }
 }

@@ -5,41 +5,27 @@
 
 use std::path::{Path, PathBuf};
 
-use crossbeam_channel::{Receiver, bounded};
 use eframe::egui;
 
 use super::World;
+use super::worker::{DialogTask, Progress};
 use crate::data::Dataset;
 use crate::model::proto::read_model;
 use crate::optimize::quantize::run::dataset_batch;
 use crate::optimize::quantize::sensitivity::{TensorNoise, sensitivity};
-use crate::runtime::CancelToken;
-
-/// Progress messages kept in flight at most.
-const CHANNEL_CAPACITY: usize = 16;
 /// Samples per ONNX Runtime call.
 const BATCH: usize = 50;
 
-enum WorkerMessage {
-    Progress { done: usize, total: usize },
-    Done(Result<Vec<TensorNoise>, String>),
-}
-
-struct Worker {
-    messages: Receiver<WorkerMessage>,
-    cancel: CancelToken,
-}
-
 /// The chart's state (runtime only).
 pub struct SensitivityView {
+    /// The float variant and its quantization (ONNX files or manifests; resolved to single graphs on the worker).
     float: PathBuf,
     quantized: PathBuf,
     title: String,
     dataset: Option<String>,
     samples: usize,
-    worker: Option<Worker>,
-    progress: (f32, String),
-    result: Option<Result<Vec<TensorNoise>, String>>,
+    /// The measurement: samples done of all, then the noise per tensor, worst first.
+    work: DialogTask<(usize, usize), Vec<TensorNoise>>,
 }
 
 /// The one ONNX file of a single-graph variant (its manifest or the file itself).
@@ -53,26 +39,28 @@ fn single_graph(path: &Path) -> Result<PathBuf, String> {
 
 impl SensitivityView {
     /// A chart for the float variant at `float` and its QDQ quantization at `quantized` (ONNX files or manifests),
-    /// on the session's run dataset (else its first).
-    pub fn open(world: &World, float: &Path, quantized: &Path) -> Result<Self, String> {
-        let (float, quantized) = (single_graph(float)?, single_graph(quantized)?);
+    /// on the session's run dataset (else its first). Nothing is read until Measure.
+    pub fn open(world: &World, float: &Path, quantized: &Path) -> Self {
         let name = |p: &Path| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         let dataset = world.run_dataset.clone().or_else(|| world.session.datasets.first().map(|d| d.name.clone()));
-        Ok(Self {
-            title: format!("Sensitivity: {} against {}", name(&quantized), name(&float)),
-            float,
-            quantized,
+        Self {
+            title: format!("Sensitivity: {} against {}", name(quantized), name(float)),
+            float: float.to_path_buf(),
+            quantized: quantized.to_path_buf(),
             dataset,
             samples: 200,
-            worker: None,
-            progress: (0.0, String::new()),
-            result: None,
-        })
+            work: DialogTask::default(),
+        }
+    }
+
+    /// True while measuring.
+    pub fn is_busy(&self) -> bool {
+        self.work.is_running()
     }
 
     /// The measured noise, worst first, once a measurement finished.
     pub fn measured(&self) -> Option<&[TensorNoise]> {
-        self.result.as_ref().and_then(|r| r.as_ref().ok()).map(Vec::as_slice)
+        self.work.output().map(Vec::as_slice)
     }
 
     fn start(&mut self, world: &World, ctx: &egui::Context) {
@@ -82,46 +70,26 @@ impl SensitivityView {
             .and_then(|n| world.session.datasets.iter().find(|d| &d.name == n))
             .map(|d| d.path.clone())
         else {
-            self.result = Some(Err("choose a dataset".into()));
-            return;
+            return self.work.fail("choose a dataset");
         };
         let (float, quantized, samples) = (self.float.clone(), self.quantized.clone(), self.samples.max(1));
-        let (sender, messages) = bounded(CHANNEL_CAPACITY);
-        let cancel = CancelToken::new();
-        let worker_cancel = cancel.clone();
-        let repaint = ctx.clone();
-        let spawned = std::thread::Builder::new().name("edgescope-sensitivity".into()).spawn(move || {
-            let result = (|| -> Result<Vec<TensorNoise>, String> {
-                let float_model = read_model(&float).map_err(|e| e.to_string())?;
-                let quantized_model = read_model(&quantized).map_err(|e| e.to_string())?;
-                let mut dataset = Dataset::open(&path).map_err(|e| e.to_string())?;
-                dataset.truncate(samples);
-                let total = dataset.len();
-                let mut batches = (0..total).step_by(BATCH).map(|start| dataset_batch(&dataset, start, BATCH, total));
-                let mut on_batch = |done: usize| {
-                    let _ = sender.try_send(WorkerMessage::Progress { done, total });
-                    repaint.request_repaint();
-                };
-                sensitivity(&float_model, &quantized_model, &mut batches, 0, &worker_cancel, &mut on_batch)
-                    .map_err(|e| e.to_string())
-            })();
-            let _ = sender.send(WorkerMessage::Done(result));
-            repaint.request_repaint();
+        self.work.start("sensitivity", ctx, move |reporter, cancel| {
+            let float_model = read_model(&single_graph(&float)?).map_err(|e| e.to_string())?;
+            let quantized_model = read_model(&single_graph(&quantized)?).map_err(|e| e.to_string())?;
+            let mut dataset = Dataset::open(&path).map_err(|e| e.to_string())?;
+            dataset.truncate(samples);
+            let total = dataset.len();
+            let mut batches = (0..total).step_by(BATCH).map(|start| dataset_batch(&dataset, start, BATCH, total));
+            let mut on_batch = |done: usize| reporter.progress((done, total));
+            sensitivity(&float_model, &quantized_model, &mut batches, 0, cancel, &mut on_batch)
+                .map_err(|e| e.to_string())
         });
-        match spawned {
-            Ok(_) => {
-                self.worker = Some(Worker { messages, cancel });
-                self.result = None;
-                self.progress = (0.0, "starting".into());
-            }
-            Err(e) => self.result = Some(Err(format!("cannot start the sensitivity thread: {e}"))),
-        }
     }
 }
 
 fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut SensitivityView) -> bool {
     let mut start = false;
-    let busy = view.worker.is_some();
+    let busy = view.work.is_running();
     ui.add_enabled_ui(!busy, |ui| {
         ui.horizontal(|ui| {
             let label = ui.label("dataset");
@@ -133,24 +101,22 @@ fn controls_ui(ui: &mut egui::Ui, world: &World, view: &mut SensitivityView) -> 
                     }
                 })
                 .response
-                .labelled_by(label.id);
+                .labelled_by(label.id)
+                .on_hover_text("the samples both models run on (the first ones of this dataset)");
             let label = ui.label("samples");
-            ui.add(egui::DragValue::new(&mut view.samples).range(1..=100_000)).labelled_by(label.id);
-            if ui.button("Measure").clicked() {
+            ui.add(egui::DragValue::new(&mut view.samples).range(1..=100_000))
+                .labelled_by(label.id)
+                .on_hover_text("how many samples to compare over: more is steadier and slower");
+            if ui
+                .button("Measure")
+                .on_hover_text("run both models and compare every quantized activation with its float one")
+                .clicked()
+            {
                 start = true;
             }
         });
     });
-    if busy {
-        ui.horizontal(|ui| {
-            ui.add(egui::ProgressBar::new(view.progress.0).desired_width(260.0).text(view.progress.1.clone()));
-            if ui.button("Cancel").clicked()
-                && let Some(worker) = &view.worker
-            {
-                worker.cancel.cancel();
-            }
-        });
-    }
+    view.work.progress_ui(ui, "stop measuring");
     start
 }
 
@@ -193,10 +159,12 @@ fn chart_ui(ui: &mut egui::Ui, noise: &[TensorNoise]) {
     ui.weak(format!("bars: SQNR in dB, 0 to {best_db:.1}; low = sensitive"));
     egui::CollapsingHeader::new("as a table").id_salt("sensitivity-table").show(ui, |ui| {
         egui::Grid::new("sensitivity-rows").num_columns(4).striped(true).show(ui, |ui| {
-            ui.strong("tensor");
-            ui.strong("producer");
-            ui.strong("SQNR (dB)");
-            ui.strong("own Q/DQ (dB)");
+            ui.strong("tensor").on_hover_text("a quantized activation");
+            ui.strong("producer").on_hover_text("the node that computes it");
+            ui.strong("SQNR (dB)")
+                .on_hover_text("signal-to-quantization-noise ratio against the float model, decibels: low = sensitive");
+            ui.strong("own Q/DQ (dB)")
+                .on_hover_text("the same ratio for this tensor's own quantize-dequantize step alone, decibels");
             ui.end_row();
             for t in noise {
                 ui.label(&t.tensor);
@@ -225,11 +193,12 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
                  the samples (ONNX Runtime's qdq_loss_debug measure)",
             );
             start = controls_ui(ui, world, &mut view);
-            match &view.result {
-                Some(Ok(noise)) if noise.is_empty() => {
+            view.work.status_ui(ui);
+            match view.work.output() {
+                Some(noise) if noise.is_empty() => {
                     ui.label("no quantized activation to compare");
                 }
-                Some(Ok(noise)) => {
+                Some(noise) => {
                     if let Some(worst) = noise.first() {
                         ui.label(format!(
                             "{} quantized tensors; worst: {} at {:.2} dB",
@@ -240,19 +209,13 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
                     }
                     chart_ui(ui, noise);
                 }
-                Some(Err(text)) => {
-                    ui.colored_label(ui.visuals().error_fg_color, text);
-                }
                 None => {}
             }
         });
     if start {
         view.start(world, ctx);
     }
-    if !open && let Some(worker) = &view.worker {
-        worker.cancel.cancel();
-    }
-    if open || view.worker.is_some() {
+    if open {
         world.quantize.sensitivity = Some(view);
     }
 }
@@ -260,18 +223,5 @@ pub fn window_ui(ctx: &egui::Context, world: &mut World) {
 /// Drains the worker (once per frame).
 pub fn drain(world: &mut World) {
     let Some(view) = world.quantize.sensitivity.as_mut() else { return };
-    let Some(worker) = &view.worker else { return };
-    let mut finished = None;
-    while let Ok(message) = worker.messages.try_recv() {
-        match message {
-            WorkerMessage::Progress { done, total } => {
-                view.progress = (done as f32 / total.max(1) as f32, format!("{done}/{total} samples"));
-            }
-            WorkerMessage::Done(result) => finished = Some(result),
-        }
-    }
-    if let Some(result) = finished {
-        view.worker = None;
-        view.result = Some(result);
-    }
+    view.work.drain_progress(|&(done, total)| Progress::count(done, total, format!("{done}/{total} samples")));
 }

@@ -8,18 +8,32 @@ use super::{Command, Commands, EdgescopeApp, Tab, demo_session_path};
 /// Type scale in presentation mode (readable from the back of a room on a 1080p projector).
 pub const PRESENTATION_ZOOM: f32 = 1.4;
 
+/// What each tab shows (its tab button's tooltip).
+fn tab_help(tab: Tab) -> &'static str {
+    match tab {
+        Tab::Explore => "one variant: drag exit thresholds, see accuracy, exit rates and latency live",
+        Tab::Compare => "every variant side by side: the study's tables and Pareto plots",
+        Tab::Models => "the session's models and datasets: sizes, operators, samples; quantize, add exits, profile",
+        Tab::Runs => "measure variants on datasets and devices; jobs with progress, cancel and retry",
+    }
+}
+
 impl EdgescopeApp {
     pub(super) fn top_bar_ui(&mut self, ui: &mut egui::Ui, commands: &mut Commands<'_>) {
         if self.saved.presentation {
             // Presentation: the tabs and the way out; file and editing controls are hidden.
             ui.horizontal_wrapped(|ui| {
                 for tab in [Tab::Explore, Tab::Compare] {
-                    if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {
+                    if ui.selectable_label(self.saved.tab == tab, tab.title()).on_hover_text(tab_help(tab)).clicked() {
                         commands.send(Command::SelectTab(tab));
                     }
                 }
                 ui.separator();
-                if ui.button("Leave presentation (Esc)").clicked() {
+                if ui
+                    .button("Leave presentation (Esc)")
+                    .on_hover_text("back to the dark theme, normal type and every control")
+                    .clicked()
+                {
                     commands.send(Command::SetPresentation(false));
                 }
             });
@@ -35,26 +49,30 @@ impl EdgescopeApp {
             if ui.button(save_label).on_hover_text("Save the session (Ctrl+S)").clicked() {
                 commands.send(Command::SaveSession);
             }
-            if ui.button("Save as…").clicked() {
+            if ui.button("Save as…").on_hover_text("Save the session to a new file").clicked() {
                 commands.send(Command::PickSessionToSave);
             }
             ui.menu_button("Recent", |ui| {
+                ui.weak("sessions opened lately, the bundled demo, or a new empty session");
                 if self.saved.recent_sessions.is_empty() {
                     ui.label("no recent sessions");
                 }
                 for path in &self.saved.recent_sessions {
-                    if ui.button(path.display().to_string()).clicked() {
+                    if ui.button(path.display().to_string()).on_hover_text("open this session").clicked() {
                         commands.send(Command::OpenSession(path.clone()));
                         ui.close();
                     }
                 }
                 if let Some(demo) = demo_session_path()
-                    && ui.button("Demo session").clicked()
+                    && ui
+                        .button("Demo session")
+                        .on_hover_text("the bundled session (read-only: Save asks for a new name)")
+                        .clicked()
                 {
                     commands.send(Command::OpenSession(demo));
                     ui.close();
                 }
-                if ui.button("New empty session").clicked() {
+                if ui.button("New empty session").on_hover_text("no variants, datasets or runs").clicked() {
                     commands.send(Command::NewSession);
                     ui.close();
                 }
@@ -69,7 +87,7 @@ impl EdgescopeApp {
             super::study_wizard::open_button_ui(ui, None, commands);
             ui.separator();
             for tab in Tab::ALL {
-                if ui.selectable_label(self.saved.tab == tab, tab.title()).clicked() {
+                if ui.selectable_label(self.saved.tab == tab, tab.title()).on_hover_text(tab_help(tab)).clicked() {
                     commands.send(Command::SelectTab(tab));
                 }
             }
@@ -84,7 +102,11 @@ impl EdgescopeApp {
                 commands.send(Command::SetPresentation(true));
             }
             let name = self.world.session_path.as_ref().map_or("unsaved session".into(), |p| p.display().to_string());
-            ui.weak(name);
+            ui.weak(name).on_hover_text(if self.world.dirty {
+                "the session file; Save* means unsaved changes"
+            } else {
+                "the session file"
+            });
         });
     }
 
@@ -92,7 +114,7 @@ impl EdgescopeApp {
         for (index, error) in self.world.errors.iter().enumerate() {
             ui.horizontal(|ui| {
                 ui.colored_label(ui.visuals().error_fg_color, format!("Error: {error}"));
-                if ui.small_button("dismiss").clicked() {
+                if ui.small_button("dismiss").on_hover_text("hide this error").clicked() {
                     commands.send(Command::DismissError(index));
                 }
             });
@@ -107,7 +129,7 @@ impl EdgescopeApp {
                      rate and latency follow live. Compare shows the study's tables; drop ONNX files or datasets on \
                      the window to add your own, then run them in Runs.",
                 );
-                if ui.small_button("got it").clicked() {
+                if ui.small_button("got it").on_hover_text("hide this hint for good").clicked() {
                     commands.send(Command::DismissHint);
                 }
             });
@@ -159,13 +181,13 @@ impl EdgescopeApp {
             ui.heading("Unsaved changes");
             ui.label(format!("Save the changes to {name} before {what}?"));
             ui.horizontal(|ui| {
-                if ui.button("Save").clicked() {
+                if ui.button("Save").on_hover_text("save, then go on").clicked() {
                     commands.send(Command::ResolveUnsaved(UnsavedChoice::Save));
                 }
-                if ui.button("Don't save").clicked() {
+                if ui.button("Don't save").on_hover_text("go on; the changes are lost").clicked() {
                     commands.send(Command::ResolveUnsaved(UnsavedChoice::Discard));
                 }
-                if ui.button("Cancel").clicked() {
+                if ui.button("Cancel").on_hover_text("stay on this session").clicked() {
                     commands.send(Command::ResolveUnsaved(UnsavedChoice::Cancel));
                 }
             });

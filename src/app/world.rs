@@ -234,6 +234,8 @@ pub struct World {
     pub study_wizard: Option<super::study_wizard::StudyWizard>,
     /// The "Quantize…" dialog and the sensitivity chart, when open.
     pub quantize: super::quantize_dialog::QuantizeWindows,
+    /// The last certificate of the explored variant's thresholds, with its inputs (computed on a worker).
+    pub certified: Option<super::certify::Certified>,
 }
 
 impl Default for World {
@@ -280,6 +282,7 @@ impl Default for World {
             profile_view: None,
             study_wizard: None,
             quantize: Default::default(),
+            certified: None,
         }
     }
 }
@@ -291,6 +294,15 @@ impl World {
         if !self.errors.contains(&message) {
             self.errors.push(message);
         }
+    }
+
+    /// True while a dialog's background work runs (reading a model, training, quantizing, profiling, a study).
+    pub fn dialogs_busy(&self) -> bool {
+        self.exits_dialog.as_ref().is_some_and(|d| d.is_busy())
+            || self.profile_view.as_ref().is_some_and(|v| v.is_busy())
+            || self.study_wizard.as_ref().is_some_and(|w| w.is_busy())
+            || self.quantize.dialog.as_ref().is_some_and(|d| d.is_busy())
+            || self.quantize.sensitivity.as_ref().is_some_and(|v| v.is_busy())
     }
 
     /// Forgets every cached analysis (runs changed).

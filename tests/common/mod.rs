@@ -74,3 +74,13 @@ mod app_harness;
 #[cfg(feature = "gui")]
 #[allow(unused_imports)]
 pub use app_harness::settle;
+
+/// A copy of the v1 fixture session in `dir` (it names the fixtures by absolute path), so a test can save and
+/// write beside it without touching the fixture.
+pub fn session_copy(dir: &tempfile::TempDir) -> PathBuf {
+    let text = std::fs::read_to_string(fixture("sessions/v1.json")).expect("fixture session");
+    let session = edgescope::session::Session::from_json(&text, &fixture("sessions/v1.json")).expect("parses");
+    let path = dir.path().join("session.json");
+    session.save(&path).expect("save copy");
+    path
+}
