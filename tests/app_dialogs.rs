@@ -168,3 +168,25 @@ fn a_focused_threshold_slider_moves_with_the_arrow_keys() {
     let policy = harness.state().world.session.policies.get("tiny/ee").cloned().expect("the keys set a policy");
     assert!((policy.thresholds[0] - after).abs() <= 1e-6 * after.abs().max(1.0), "{policy:?} {after}");
 }
+
+#[test]
+fn calibration_percentile_thresholds_are_computed_on_a_worker_and_applied() {
+    let mut harness = harness(None, Tab::Explore);
+    let app = harness.state();
+    let selected = app.saved.selected_variant.clone().expect("a variant is selected");
+    let criterion = app.saved.criterion;
+    let run = app
+        .world
+        .session
+        .runs
+        .iter()
+        .find(|r| r.info.variant == selected && !app.world.session.is_calibration_run(r))
+        .expect("the selected variant's run");
+    let expected = edgescope::report::percentile_policy(&app.world.session, run, criterion, &[75.0])
+        .expect("the demo has a calibration run");
+    assert_ne!(app.world.session.policies.get(&selected), Some(&expected), "Apply must change something");
+    harness.get_by_label("Apply").click();
+    harness.step();
+    settle(&mut harness);
+    assert_eq!(harness.state().world.session.policies.get(&selected), Some(&expected), "75th percentile applied");
+}

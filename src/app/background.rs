@@ -180,6 +180,15 @@ impl EdgescopeApp {
             }
             Loaded::Devices(path, list) => self.devices_loaded(path, list),
             Loaded::DevicesSaved(path, saved) => self.devices_saved(path, saved),
+            Loaded::Percentile(variant, revision, policy) => {
+                self.world.loader.finished(key::PERCENTILE);
+                match policy {
+                    // A session changed meanwhile (another run, other thresholds) keeps what the user did since.
+                    Ok(policy) if revision == self.world.revision => self.apply(Command::SetPolicy(variant, policy)),
+                    Ok(_) => {}
+                    Err(e) => self.world.error(e),
+                }
+            }
             Loaded::Certificate(key, result) => super::certify::store(&mut self.world, key, result),
             Loaded::Written(path, result) => {
                 self.world.loader.finished(&key::written(&path));

@@ -78,6 +78,9 @@ pub enum Command {
     SetBudget(f64),
     /// Set a variant's thresholds.
     SetPolicy(String, Policy),
+    /// Set the thresholds of run `.1` (variant `.0`) to percentile `.3` of the confidence its calibration run saw
+    /// under criterion `.2` (computed on a worker).
+    ApplyPercentile(String, usize, crate::analysis::Criterion, f64),
     /// Tick or untick a variant for running.
     ToggleRunSelection(String),
     /// Choose the dataset to run on.

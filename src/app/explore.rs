@@ -192,10 +192,8 @@ fn controls_ui(
                         "Thresholds at this percentile of the confidence seen on the calibration set (seed 003)",
                     )
                     .clicked()
-                    && let Some(policy) =
-                        crate::report::percentile_policy(&world.session, run, criterion, &[percentile])
                 {
-                    commands.send(Command::SetPolicy(selected.to_string(), policy));
+                    commands.send(Command::ApplyPercentile(selected.to_string(), *index, criterion, percentile));
                 }
             });
         }

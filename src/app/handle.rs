@@ -158,6 +158,20 @@ impl EdgescopeApp {
             Command::OpenStudyWizard(variant) => super::study_wizard::open(world, variant.as_deref(), &self.ctx),
             Command::NeedDataset(name) => world.request_dataset(&name),
             Command::NeedCertificate(key) => super::certify::request(world, key),
+            Command::ApplyPercentile(variant, run, criterion, percentile) => {
+                let (revision, session) = (world.revision, world.snapshot());
+                let spawned = world.loader.spawn(super::loader::key::PERCENTILE.into(), move || {
+                    let policy = session
+                        .runs
+                        .get(run)
+                        .and_then(|r| crate::report::percentile_policy(&session, r, criterion, &[percentile]))
+                        .ok_or_else(|| format!("{variant} has no calibration run to take a percentile from"));
+                    super::loader::Loaded::Percentile(variant, revision, policy)
+                });
+                if let Err(e) = spawned {
+                    world.error(e);
+                }
+            }
             Command::NeedThumbnails(name, samples) => self.request_thumbnails(&name, samples),
             Command::NeedRows => {
                 let options = self.report_options();

@@ -46,6 +46,9 @@ pub enum Loaded {
     /// Comparison rows for (criterion, budget bits, revision).
     Rows(Criterion, u64, u64, Arc<Vec<crate::report::Row>>),
     /// A certificate of the explored variant's thresholds, for its inputs.
+    /// Thresholds from a calibration percentile: (variant, session revision asked at, the policy or why not).
+    Percentile(String, u64, Result<crate::analysis::Policy, String>),
+    /// A certificate computed for its key.
     Certificate(super::certify::CertifyKey, Arc<Result<crate::analysis::certify::Certificate, String>>),
     /// A PNG or SVG figure was written.
     Written(PathBuf, Result<(), String>),
@@ -149,6 +152,8 @@ pub mod key {
     pub const DEVICES: &str = "devices";
     /// Certifying thresholds (one at a time; a newer request waits for the older one to land).
     pub const CERTIFY: &str = "certify";
+    /// Thresholds from a calibration percentile.
+    pub const PERCENTILE: &str = "percentile";
     /// Writing a figure.
     pub fn written(path: &Path) -> String {
         format!("write {}", path.display())
