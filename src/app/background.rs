@@ -185,7 +185,12 @@ impl EdgescopeApp {
                 match policy {
                     // A session changed meanwhile (another run, other thresholds) keeps what the user did since.
                     Ok(policy) if revision == self.world.revision => self.apply(Command::SetPolicy(variant, policy)),
-                    Ok(_) => {}
+                    Ok(_) => {
+                        self.world.notice = Some(format!(
+                            "the percentile thresholds of {variant} were not applied: the session changed while they \
+                             were computed; press Apply again"
+                        ));
+                    }
                     Err(e) => self.world.error(e),
                 }
             }

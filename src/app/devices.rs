@@ -55,18 +55,15 @@ impl EdgescopeApp {
 
     /// Adds or replaces a device and saves the list.
     pub(super) fn add_device(&mut self, device: DeviceConfig) {
+        if let Err(e) = device.check() {
+            return self.world.error(e);
+        }
+        self.world.device_states.remove(&device.name);
+        self.world.run_devices.insert(device.name.clone());
         let mut list = DeviceList { devices: std::mem::take(&mut self.world.devices) };
-        let checked = list.check_entry(&device);
-        if checked.is_ok() {
-            self.world.device_states.remove(&device.name);
-            self.world.run_devices.insert(device.name.clone());
-            list.upsert(device);
-        }
+        list.upsert(device);
         self.world.devices = list.devices;
-        match checked {
-            Ok(()) => self.save_devices(),
-            Err(e) => self.world.error(e),
-        }
+        self.save_devices();
     }
 
     /// Removes a device and saves the list.
@@ -77,7 +74,9 @@ impl EdgescopeApp {
         self.save_devices();
     }
 
-    /// The list arrived: devices from an older version's saved state join it (and the list is saved with them).
+    /// The list arrived: devices from an older version's saved state join it, and so do devices the user added
+    /// while it was being read (those win over the file's entry of the same name); the list is saved if either
+    /// brought something.
     pub(super) fn devices_loaded(&mut self, path: PathBuf, list: Result<DeviceList, String>) {
         self.world.loader.finished(key::DEVICES);
         let mut list = match list {
@@ -87,17 +86,24 @@ impl EdgescopeApp {
                 return self.world.error(e);
             }
         };
-        let legacy = std::mem::take(&mut self.saved.legacy_devices);
-        let moved = legacy.iter().filter(|d| list.find(&d.name).is_none()).count();
-        for device in legacy {
+        let mut moved = 0;
+        for device in std::mem::take(&mut self.saved.legacy_devices) {
             if list.find(&device.name).is_none() {
                 list.upsert(device);
+                moved += 1;
             }
+        }
+        let added_meanwhile = std::mem::take(&mut self.world.devices);
+        let changed = moved > 0 || !added_meanwhile.is_empty();
+        for device in added_meanwhile {
+            list.upsert(device);
         }
         self.world.devices = list.devices;
         if moved > 0 {
             self.world.notice =
                 Some(format!("moved {moved} device(s) into the shared devices list {}", path.display()));
+        }
+        if changed {
             self.save_devices();
         }
     }

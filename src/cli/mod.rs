@@ -866,7 +866,7 @@ fn devices(args: &DevicesArgs) -> Result<()> {
     if let Some(add) = &args.add {
         let token_file = args.token_file.clone().ok_or_else(|| anyhow!("--add needs --token-file"))?;
         let entry = DeviceConfig { name: add[0].clone(), address: add[1].clone(), token_file };
-        list.check_entry(&entry).map_err(|e| anyhow!(e))?;
+        entry.check().map_err(|e| anyhow!(e))?;
         list.upsert(entry);
         list.save(&path)?;
         eprintln!("saved {}", path.display());

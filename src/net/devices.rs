@@ -34,6 +34,24 @@ pub struct DeviceConfig {
     pub token_file: PathBuf,
 }
 
+impl DeviceConfig {
+    /// What is wrong with this entry, if anything: a name that reads as an address or as this machine, an
+    /// address that is not `tcp://HOST:PORT`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("a device needs a name".into());
+        }
+        if self.name.starts_with("tcp://") || self.name == "local" {
+            return Err(format!("{:?} cannot name a device (it reads as an address or as this machine)", self.name));
+        }
+        let host_port = self.address.strip_prefix("tcp://").unwrap_or(&self.address);
+        match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+            _ => Err(format!("device {}: address {:?} is not tcp://HOST:PORT", self.name, self.address)),
+        }
+    }
+}
+
 /// The devices file's contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceList {
@@ -119,7 +137,7 @@ impl DeviceList {
         let file: DevicesFileV1 = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let list = Self { devices: file.devices };
         for device in &list.devices {
-            list.check_entry(device).map_err(invalid)?;
+            device.check().map_err(invalid)?;
         }
         Ok(list)
     }
@@ -138,21 +156,6 @@ impl DeviceList {
         // Plain strings and paths always serialize.
         let text = toml::to_string(&file).unwrap_or_default();
         crate::session::write_atomically(path, text.as_bytes()).map_err(io)
-    }
-
-    /// What is wrong with `device` as an entry, if anything.
-    pub fn check_entry(&self, device: &DeviceConfig) -> Result<(), String> {
-        if device.name.trim().is_empty() {
-            return Err("a device needs a name".into());
-        }
-        if device.name.starts_with("tcp://") || device.name == "local" {
-            return Err(format!("{:?} cannot name a device (it reads as an address or as this machine)", device.name));
-        }
-        let host_port = device.address.strip_prefix("tcp://").unwrap_or(&device.address);
-        match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-            _ => Err(format!("device {}: address {:?} is not tcp://HOST:PORT", device.name, device.address)),
-        }
     }
 
     /// Adds `device`, replacing one of the same name.
